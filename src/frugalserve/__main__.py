@@ -1,0 +1,3 @@
+from frugalserve.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per ``frugalserve`` subcommand: ``configure(parser)`` and ``run(args) -> int``."""

@@ -1,0 +1,254 @@
+"""Configuration: a YAML file loaded once into frozen dataclasses.
+
+Defaults live in the dataclass fields below and nowhere else. :func:`parse` walks the YAML mapping
+against the dataclasses' type hints, so every section a later feature adds is checked the same way,
+and every error names its key path (``pools[1].backend.url: not a URL``). Unknown keys are errors:
+a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+from urllib.parse import urlsplit
+
+import yaml
+
+ENV_CONFIG = "FRUGALSERVE_CONFIG"
+T = typing.TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem; the message starts with the key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database: str = "sqlite:///frugalserve.db"
+    max_body_mb: float = 20.0
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 600.0
+    shutdown_grace_s: float = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def validate(self, path: str) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{path}.port", "must be between 1 and 65535")
+        for name in ("max_body_mb", "connect_timeout_s", "request_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{path}.{name}", "must be > 0")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError(f"{path}.shutdown_grace_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Where a pool's model server is: a URL someone else runs."""
+
+    url: str | None = None
+    # Path probed to decide a backend is alive (vLLM and the built-in engine: /health).
+    health_path: str = "/health"
+    # Extra headers sent upstream (e.g. an upstream API key).
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def validate(self, path: str) -> None:
+        if self.url is None:
+            raise ConfigError(f"{path}.url", "required")
+        _check_url(f"{path}.url", self.url)
+        if not self.health_path.startswith("/"):
+            raise ConfigError(f"{path}.health_path", "must start with '/'")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    model: str
+    backend: BackendConfig
+    aliases: tuple[str, ...] = ()
+    # The model name sent upstream; defaults to `model` (vLLM's --served-model-name).
+    upstream_model: str | None = None
+
+    def validate(self, path: str) -> None:
+        if not self.name:
+            raise ConfigError(f"{path}.name", "must not be empty")
+        if not self.model:
+            raise ConfigError(f"{path}.model", "must not be empty")
+
+    @property
+    def served_model(self) -> str:
+        return self.upstream_model or self.model
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    pools: tuple[PoolConfig, ...] = ()
+    # Where the config came from, for messages; not a YAML key.
+    source: str = field(default="<built-in>", metadata={"internal": True})
+
+    def validate(self, path: str) -> None:
+        seen: dict[str, str] = {}
+        for i, pool in enumerate(self.pools):
+            for name in (pool.name, pool.model, *pool.aliases):
+                other = seen.get(name)
+                if other is not None and other != pool.name:
+                    raise ConfigError(f"pools[{i}]", f"name or model {name!r} is already used by pool {other!r}")
+                seen[name] = pool.name
+            if [p.name for p in self.pools].count(pool.name) > 1:
+                raise ConfigError(f"pools[{i}].name", f"duplicate pool name {pool.name!r}")
+
+    def pool(self, name: str) -> PoolConfig:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _check_url(path: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(path, f"not a URL: {value!r} (expected http://host:port)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ConfigError(path, f"not a URL: {value!r} ({exc})") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(path, errors[0].split(": ", 1)[-1] if errors else "invalid value")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(path, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value, path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(path, f"must be a list, got {type(value).__name__}")
+        item = args[0]
+        return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
+        kt, vt = args or (str, Any)
+        return types.MappingProxyType(
+            {_convert(k, kt, path): _convert(v, vt, f"{path}.{k}") for k, v in value.items()}
+        )
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"must be a string, got {value!r}")
+        return value
+    raise ConfigError(path, f"unsupported type {_type_name(tp)}")  # a bug in a section's declaration
+
+
+def parse(cls: type[T], data: Any, path: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from plain YAML data, checking types; errors name the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ConfigError(key, f"unknown key (known: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(key, "required")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def load_text(text: str, source: str = "<string>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{source}: not valid YAML: {exc}") from None
+    config = parse(Config, data)
+    return dataclasses.replace(config, source=source)
+
+
+def load_file(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config {p}: {exc.strerror}") from None
+    try:
+        return load_text(text, str(p))
+    except ConfigError as exc:
+        raise ConfigError(exc.path, f"{exc} (in {p})") from None
+
+
+DEFAULT_CONFIG_NAME = "default_config.yaml"
+
+
+def default_config_text() -> str:
+    return (Path(__file__).parent / DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
+
+
+def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """The config chosen by ``--config``, else ``$FRUGALSERVE_CONFIG``, else the built-in demo config."""
+    chosen = path or environ.get(ENV_CONFIG)
+    if chosen:
+        return load_file(chosen)
+    return load_text(default_config_text(), "<built-in demo config>")
