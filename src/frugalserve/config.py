@@ -76,6 +76,37 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    """What a pool's replica occupies and costs. Placement keys feed the lifecycle (several pools sharing
+    one device's memory); price keys feed accounting (GPU-seconds to dollars)."""
+
+    device: str | None = None  # a name from the top-level `devices:`; pools naming the same one share it
+    memory_gb: float = 0.0  # memory one replica needs on that device
+    type: str = "cpu"  # e.g. "L4", "A10G", "H100": reports only
+    count: int = 1  # GPUs one replica bills for
+    usd_per_hour: float = 0.0  # price of one GPU per hour
+    billing: Literal["on_demand", "reserved"] = "on_demand"
+
+    def validate(self, path: str) -> None:
+        if self.memory_gb < 0:
+            raise ConfigError(f"{path}.memory_gb", "must be >= 0")
+        if self.count < 1:
+            raise ConfigError(f"{path}.count", "must be >= 1")
+        if self.usd_per_hour < 0:
+            raise ConfigError(f"{path}.usd_per_hour", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    memory_gb: float
+
+    def validate(self, path: str) -> None:
+        if self.memory_gb <= 0:
+            raise ConfigError(f"{path}.memory_gb", "must be > 0")
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     model: str
@@ -83,6 +114,7 @@ class PoolConfig:
     aliases: tuple[str, ...] = ()
     # The model name sent upstream; defaults to `model` (vLLM's --served-model-name).
     upstream_model: str | None = None
+    gpu: GpuConfig = field(default_factory=GpuConfig)
 
     def validate(self, path: str) -> None:
         if not self.name:
@@ -99,6 +131,7 @@ class PoolConfig:
 class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     pools: tuple[PoolConfig, ...] = ()
+    devices: tuple[DeviceConfig, ...] = ()
     # Where the config came from, for messages; not a YAML key.
     source: str = field(default="<built-in>", metadata={"internal": True})
 
@@ -112,6 +145,9 @@ class Config:
                 seen[name] = pool.name
             if [p.name for p in self.pools].count(pool.name) > 1:
                 raise ConfigError(f"pools[{i}].name", f"duplicate pool name {pool.name!r}")
+            device = pool.gpu.device
+            if device is not None and device not in {d.name for d in self.devices}:
+                raise ConfigError(f"pools[{i}].gpu.device", f"unknown device {device!r} (declare it under devices:)")
 
     def pool(self, name: str) -> PoolConfig:
         for p in self.pools:
@@ -170,9 +206,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
         kt, vt = args or (str, Any)
-        return types.MappingProxyType(
-            {_convert(k, kt, path): _convert(v, vt, f"{path}.{k}") for k, v in value.items()}
-        )
+        return types.MappingProxyType({_convert(k, kt, path): _convert(v, vt, f"{path}.{k}") for k, v in value.items()})
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(path, f"must be true or false, got {value!r}")

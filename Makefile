@@ -1,0 +1,38 @@
+# `make run` and `make test` are all a fresh machine needs (Python 3.11+).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# torch is pinned in the engine extra; an unpinned torch would pull several GB of CUDA wheels.
+STAMP_RUN  := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: run test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP_RUN): pyproject.toml | $(PY)
+	$(PIP) install -e '.[engine]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import frugalserve, torch, transformers" && touch $@
+
+$(STAMP_TEST): pyproject.toml | $(PY)
+	$(PIP) install -e '.[engine,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import frugalserve, torch, transformers, pytest, openai" && touch $@ $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(VENV)/bin/frugalserve up
+
+test: $(STAMP_TEST)
+	$(PY) -m pytest -q
+
+lint: $(STAMP_TEST)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP_TEST)
+	$(PY) benchmarks/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

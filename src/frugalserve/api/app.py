@@ -1,0 +1,355 @@
+"""The gateway's ASGI application: ``create_app(config)`` builds and wires everything.
+
+Request path of an OpenAI call (each stage raises an :class:`~frugalserve.errors.APIError`, which
+becomes OpenAI's error JSON in :meth:`Gateway.endpoint`, the one place errors are mapped):
+
+    read body (size limit) → parse JSON → validate shape → find the pool → prepare (budgets)
+    → acquire a lease on a ready replica → send upstream → stream back → finish the record
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from frugalserve.api import validate
+from frugalserve.api.proxy import (
+    ClientGone,
+    StreamingProxyResponse,
+    parse_usage,
+    read_whole,
+    until_disconnect,
+    upstream_status_error,
+)
+from frugalserve.clock import Clock, SystemClock
+from frugalserve.config import Config
+from frugalserve.errors import APIError, PayloadTooLarge, UpstreamError, UpstreamTimeout, error_response
+from frugalserve.metrics import GatewayMetrics
+from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
+from frugalserve.records import RecentRecords, RecordSink, RequestRecord
+from frugalserve.upstream import HttpUpstream, Timeouts, Upstream
+
+log = logging.getLogger("frugalserve.gateway")
+
+POOL_HEADER = "x-frugalserve-pool"
+REQUEST_ID_HEADER = "x-request-id"
+# Non-streaming upstream bodies are read whole to capture usage; bound them.
+MAX_UPSTREAM_BODY = 256 * 1024 * 1024
+# 499 (nginx's "client closed request") in metrics and records for requests whose client left.
+CLIENT_CLOSED = 499
+
+
+def _request_id(request: Request) -> str:
+    rid = request.headers.get(REQUEST_ID_HEADER)
+    if rid and len(rid) <= 128 and rid.isprintable():
+        return rid
+    return uuid.uuid4().hex
+
+
+class Gateway:
+    """Everything one gateway process owns; built by :func:`create_app`, no globals."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        pools: list[Pool] | None = None,
+        upstream_factory: Callable[[], Upstream] | None = None,
+        sink: RecordSink | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = GatewayMetrics()
+        self.pools = PoolSet(pools if pools is not None else [StaticPool(p) for p in config.pools])
+        self.records = RecentRecords()
+        self.sink: RecordSink = sink or self.records
+        gw = config.gateway
+        self._upstream_factory = upstream_factory or (
+            lambda: HttpUpstream(Timeouts(connect_s=gw.connect_timeout_s, read_s=gw.request_timeout_s))
+        )
+        self.upstream: Upstream | None = None
+        self.max_body = int(gw.max_body_mb * 1024 * 1024)
+
+    # -- lifespan ------------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self.upstream = self._upstream_factory()
+        for pool in self.pools:
+            await pool.start()
+
+    async def shutdown(self) -> None:
+        for pool in self.pools:
+            await pool.stop()
+        if self.upstream is not None:
+            await self.upstream.aclose()
+
+    # -- the OpenAI endpoints ----------------------------------------------------------------------
+
+    def endpoint(self, kind: str, path: str) -> _Endpoint:
+        """An ASGI endpoint for one OpenAI route."""
+        return _Endpoint(self, kind, path)
+
+    async def serve(self, kind: str, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one OpenAI request; the single place where errors become responses."""
+        request = Request(scope, receive)
+        rid = _request_id(request)
+        record = RequestRecord(rid, kind, "", self.clock.wall(), self.clock.monotonic())
+        try:
+            response = await self._handle(request, kind, path, record)
+        except ClientGone:
+            record.client_disconnected = True
+            self._finish(record, CLIENT_CLOSED, None, None)
+            return
+        except APIError as exc:
+            response = error_response(exc, rid)
+            if record.pool:
+                response.headers[POOL_HEADER] = record.pool
+            self._finish(record, exc.status, None, exc)
+        except Exception:  # a bug: never a stack trace to the client
+            log.exception("request %s failed", rid)
+            response = error_response(RuntimeError(), rid)
+            self._finish(record, 500, None, None)
+        await response(scope, receive, send)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise PayloadTooLarge(self._too_large_message())
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body:
+                    raise PayloadTooLarge(self._too_large_message())
+                parts.append(chunk)
+        except ClientDisconnect:
+            raise ClientGone() from None
+        return b"".join(parts)
+
+    def _too_large_message(self) -> str:
+        return f"The request body is larger than the limit of {self.config.gateway.max_body_mb:g} MB."
+
+    async def _handle(self, request: Request, kind: str, path: str, record: RequestRecord) -> Response | Any:
+        body = await self._read_body(request)
+        data = validate.parse_json(body)
+        record.model = validate.chat(data) if kind == "chat" else validate.completion(data)
+        pool = self.pools.resolve(record.model)
+        record.pool = pool.name
+        stream = bool(data.get("stream"))
+        record.stream = stream
+        client_wants_usage = False
+        if stream:
+            opts = data.get("stream_options") or {}
+            client_wants_usage = bool(opts.get("include_usage"))
+            data["stream_options"] = {**opts, "include_usage": True}
+        data["model"] = pool.config.served_model
+
+        lease = await pool.acquire()
+        try:
+            target = lease.target
+            record.replica = target.replica
+            if lease.waited_s:
+                record.extra["cold_start_wait_s"] = lease.waited_s
+            headers = {
+                "content-type": "application/json",
+                REQUEST_ID_HEADER: record.request_id,
+                **target.headers,
+            }
+            assert self.upstream is not None, "gateway not started"
+            upstream = await self._send(request, pool, target.base_url + path, orjson.dumps(data), headers)
+        except BaseException:
+            lease.release()
+            raise
+        return await self._respond(request, pool, lease, upstream, record, stream, client_wants_usage)
+
+    async def _send(self, request: Request, pool: Pool, url: str, body: bytes, headers: dict[str, str]) -> Any:
+        assert self.upstream is not None
+        try:
+            return await until_disconnect(request.receive, self.upstream.send("POST", url, body, headers))
+        except UpstreamTimeout:
+            self.metrics.upstream_errors.labels(pool.name, "timeout").inc()
+            raise
+        except UpstreamError:
+            self.metrics.upstream_errors.labels(pool.name, "connect").inc()
+            raise
+
+    async def _respond(
+        self,
+        request: Request,
+        pool: Pool,
+        lease: Lease,
+        upstream: Any,
+        record: RequestRecord,
+        stream: bool,
+        client_wants_usage: bool,
+    ) -> Response | StreamingProxyResponse:
+        out_headers = {POOL_HEADER: pool.name, REQUEST_ID_HEADER: record.request_id}
+        if lease.waited_s:
+            out_headers["x-frugalserve-cold-start-ms"] = str(round(lease.waited_s * 1000))
+        status = upstream.status
+        if status >= 400 or not stream or "text/event-stream" not in upstream.headers.get("content-type", ""):
+            try:
+                payload = await read_whole(request.receive, upstream, MAX_UPSTREAM_BODY)
+            finally:
+                lease.release()
+            if status >= 400:
+                self.metrics.upstream_errors.labels(pool.name, "status").inc()
+                raise upstream_status_error(status, payload, upstream.headers.get("content-type"))
+            usage = None
+            if payload[:1] == b"{":
+                try:
+                    usage = parse_usage(orjson.loads(payload))
+                except orjson.JSONDecodeError:
+                    usage = None
+            self._mark_first_byte(record)
+            self._finish(record, status, usage, None)
+            media = upstream.headers.get("content-type", "application/json")
+            return Response(payload, status_code=status, headers=out_headers, media_type=media)
+
+        raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            *((k.encode(), v.encode()) for k, v in out_headers.items()),
+        ]
+        return StreamingProxyResponse(
+            upstream,
+            lease,
+            raw_headers,
+            client_wants_usage,
+            on_first_byte=lambda: self._mark_first_byte(record),
+            on_finish=lambda st, usage, err, gone: self._finish_stream(record, st, usage, err, gone),
+        )
+
+    # -- records and metrics ---------------------------------------------------------------------
+
+    def _mark_first_byte(self, record: RequestRecord) -> None:
+        record.ttfb_s = self.clock.monotonic() - record.started_mono
+
+    def _finish_stream(
+        self,
+        record: RequestRecord,
+        status: int,
+        usage: dict[str, Any] | None,
+        err: APIError | None,
+        gone: bool,
+    ) -> None:
+        record.client_disconnected = gone
+        if gone:
+            status = CLIENT_CLOSED
+        self._finish(record, status, usage, err)
+
+    def _finish(self, record: RequestRecord, status: int, usage: dict[str, Any] | None, err: APIError | None) -> None:
+        record.status = status
+        record.duration_s = self.clock.monotonic() - record.started_mono
+        if err is not None:
+            record.error_code = err.code or err.type
+        if usage is not None:
+            pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            record.prompt_tokens = pt if isinstance(pt, int) else None
+            record.completion_tokens = ct if isinstance(ct, int) else None
+        pool = record.pool or "-"
+        m = self.metrics
+        m.requests.labels(pool, record.endpoint, str(status)).inc()
+        if record.pool:
+            m.latency.labels(pool, record.endpoint).observe(record.duration_s)
+            if record.ttfb_s is not None:
+                m.ttfb.labels(pool, record.endpoint).observe(record.ttfb_s)
+            if record.prompt_tokens:
+                m.tokens.labels(pool, "prompt").inc(record.prompt_tokens)
+            if record.completion_tokens:
+                m.tokens.labels(pool, "completion").inc(record.completion_tokens)
+            if record.client_disconnected:
+                m.client_disconnects.labels(pool).inc()
+        self.sink.submit(record)
+
+    # -- plain endpoints ---------------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        created = 0
+        data = []
+        for pool in self.pools:
+            for name in (pool.config.model, *pool.config.aliases):
+                data.append(
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": created,
+                        "owned_by": "frugalserve",
+                        "pool": pool.name,
+                    }
+                )
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pools": [p.name for p in self.pools], "pid": os.getpid()})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+
+class _Endpoint:
+    """A raw ASGI endpoint (Starlette would wrap a plain function as request -> response)."""
+
+    __slots__ = ("gateway", "kind", "path")
+
+    def __init__(self, gateway: Gateway, kind: str, path: str) -> None:
+        self.gateway, self.kind, self.path = gateway, kind, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.gateway.serve(self.kind, self.path, scope, receive, send)
+
+
+def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(APIError(f"No route for {request.method} {request.url.path}.", status=404, code="not_found"))
+
+
+def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(
+        APIError(
+            f"Method {request.method} is not allowed on {request.url.path}.",
+            status=405,
+            code="method_not_allowed",
+        )
+    )
+
+
+def create_app(config: Config, **kwargs: Any) -> Starlette:
+    """Build the gateway for ``config``. Keyword arguments are handed to :class:`Gateway` (tests)."""
+    gateway = Gateway(config, **kwargs)
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        await gateway.startup()
+        try:
+            yield
+        finally:
+            await gateway.shutdown()
+
+    routes = [
+        Route("/v1/chat/completions", gateway.endpoint("chat", "/v1/chat/completions"), methods=["POST"]),
+        Route("/v1/completions", gateway.endpoint("completions", "/v1/completions"), methods=["POST"]),
+        Route("/v1/models", gateway.models, methods=["GET"]),
+        Route("/healthz", gateway.healthz, methods=["GET"]),
+        Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
+    )
+    app.state.gateway = gateway
+    return app

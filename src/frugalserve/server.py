@@ -1,0 +1,74 @@
+"""Running the gateway: uvicorn (uvloop, httptools) with a two-stage shutdown.
+
+First SIGTERM or SIGINT: stop accepting connections, close idle ones, and let open requests and
+streams finish for up to ``gateway.shutdown_grace_s``. A second signal of either kind: exit now.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+import uvicorn
+
+from frugalserve.config import Config
+
+log = logging.getLogger("frugalserve.server")
+
+
+class GatewayServer(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn forces only on a second SIGINT; a second SIGTERM (what process managers send) must too.
+        if self.should_exit:
+            log.warning("second %s: forcing shutdown", signal.Signals(sig).name)
+            self.force_exit = True
+            return
+        log.warning(
+            "%s: no longer accepting; letting open requests finish (up to %gs). Send it again to force.",
+            signal.Signals(sig).name,
+            self.config.timeout_graceful_shutdown or 0,
+        )
+        self.should_exit = True
+
+
+def uvicorn_config(config: Config, host: str | None = None, port: int | None = None) -> uvicorn.Config:
+    from frugalserve.api.app import create_app
+
+    gw = config.gateway
+    loop = "uvloop" if sys.platform != "win32" else "asyncio"
+    return uvicorn.Config(
+        create_app(config),
+        host=host or gw.host,
+        port=port or gw.port,
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=gw.log_level,
+        timeout_graceful_shutdown=int(gw.shutdown_grace_s) if gw.shutdown_grace_s else None,
+        timeout_keep_alive=75,
+        backlog=4096,
+    )
+
+
+def serve(config: Config, host: str | None = None, port: int | None = None) -> int:
+    logging.basicConfig(
+        level=config.gateway.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server = GatewayServer(uvicorn_config(config, host, port))
+    listen_host = host or config.gateway.host
+    log.info(
+        "frugalserve gateway on http://%s:%d (config: %s)", listen_host, port or config.gateway.port, config.source
+    )
+    for pool in config.pools:
+        log.info(
+            "pool %s: model %s%s -> %s",
+            pool.name,
+            pool.model,
+            f" (aliases {', '.join(pool.aliases)})" if pool.aliases else "",
+            pool.backend.url,
+        )
+    server.run()
+    return 0 if server.started else 1
