@@ -54,7 +54,7 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
 
 
 def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    out = open(log, "ab")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
 
