@@ -143,6 +143,10 @@ class FakeUpstream:
         prompt_tokens = max(1, len(json.dumps(body.get("messages") or body.get("prompt") or "")) // 4)
         self.started += 1
         self.running += 1
+        # Like vLLM, abort generation when the client (the gateway) hangs up.
+        me = asyncio.current_task()
+        assert me is not None
+        watcher = asyncio.ensure_future(self._cancel_on_disconnect(receive, me))
         try:
             delay = float(fake.get("delay_s", self.latency_s))
             if delay:
@@ -180,7 +184,13 @@ class FakeUpstream:
             self.cancelled += 1
             raise
         finally:
+            watcher.cancel()
             self.running -= 1
+
+    async def _cancel_on_disconnect(self, receive: Any, task: asyncio.Task[Any]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
 
     async def _stream(
         self, body: dict[str, Any], chat: bool, n_tokens: int, prompt_tokens: int, fake: dict[str, Any], send: Any
