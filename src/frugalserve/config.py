@@ -195,7 +195,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if value not in args:
             raise ConfigError(path, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return parse(tp, value, path)
     if origin is tuple:
         if not isinstance(value, list | tuple):

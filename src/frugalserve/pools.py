@@ -7,7 +7,7 @@ Managed pools (processes the gateway starts, sleeps and stops) implement the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,5 +102,5 @@ class PoolSet:
             )
         return pool
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Pool]:
         return iter(self.pools.values())

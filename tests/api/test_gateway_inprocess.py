@@ -220,4 +220,4 @@ async def test_metrics_count_requests_by_pool_and_status(client: httpx.AsyncClie
     assert 'frugalserve_requests_total{endpoint="chat",pool="small",status="200"}' in text
     assert 'frugalserve_requests_total{endpoint="chat",pool="dead",status="502"}' in text
     assert "frugalserve_request_duration_seconds_bucket" in text
-    assert "frugalserve_requests_in_flight" in text
+    assert 'frugalserve_requests_in_flight{pool="small"} 0.0' in text

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -147,6 +147,7 @@ class Gateway:
         record.model = validate.chat(data) if kind == "chat" else validate.completion(data)
         pool = self.pools.resolve(record.model)
         record.pool = pool.name
+        self.metrics.in_flight.labels(pool.name).inc()  # _finish, called once per request, decrements
         stream = bool(data.get("stream"))
         record.stream = stream
         client_wants_usage = False
@@ -264,6 +265,7 @@ class Gateway:
         m = self.metrics
         m.requests.labels(pool, record.endpoint, str(status)).inc()
         if record.pool:
+            m.in_flight.labels(pool).dec()
             m.latency.labels(pool, record.endpoint).observe(record.duration_s)
             if record.ttfb_s is not None:
                 m.ttfb.labels(pool, record.endpoint).observe(record.ttfb_s)
@@ -332,7 +334,7 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.startup()
         try:
             yield
