@@ -160,7 +160,8 @@ async def main() -> None:
 
         gw_port = procs.free_port()
         (tmp / "gw.yaml").write_text(
-            f"gateway: {{log_level: warning}}\npools:\n  - {{name: bench, model: bench, backend: {{url: '{upstream}'}}}}\n"
+            "gateway: {log_level: warning}\n"
+            f"pools:\n  - {{name: bench, model: bench, backend: {{url: '{upstream}'}}}}\n"
         )
         gw = procs.spawn(
             [sys.executable, "-m", "frugalserve", "up", "--config", str(tmp / "gw.yaml"), "--port", str(gw_port)],
@@ -225,7 +226,7 @@ async def main() -> None:
         if "litellm" in sustained and sustained["litellm"][0]:
             print(f"  frugalserve / litellm: {sustained['frugalserve'][0] / sustained['litellm'][0]:.1f}x")
         if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=2))
+            Path(args.json).write_text(json.dumps(out, indent=2))  # noqa: ASYNC240 - once, at the end
     finally:
         for proc in reversed(started):
             procs.stop(proc)

@@ -142,7 +142,13 @@ def test_backend_dying_mid_stream_ends_the_stream_with_an_error_event(tmp_path: 
     with procs.fake_upstream(tmp_path) as up:
         config = f"pools:\n  - {{name: p, model: m, backend: {{url: '{up}'}}}}\n"
         with procs.gateway(tmp_path, config) as (gw, _):
-            body = {"model": "m", "messages": MESSAGES, "stream": True, "max_tokens": 10, "x_fake": {"die_after": 2}}
+            body = {
+                "model": "m",
+                "messages": MESSAGES,
+                "stream": True,
+                "max_tokens": 10,
+                "x_fake": {"die_after": 2, "interval_s": 0.1},
+            }
             r = httpx.post(gw + "/v1/chat/completions", json=body, timeout=10)
             events = [e for e in r.text.split("\n\n") if e]
             assert len(events) == 3, r.text
