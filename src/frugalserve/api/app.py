@@ -13,12 +13,13 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -45,6 +46,7 @@ POOL_HEADER = "x-frugalserve-pool"
 REQUEST_ID_HEADER = "x-request-id"
 # Non-streaming upstream bodies are read whole to capture usage; bound them.
 MAX_UPSTREAM_BODY = 256 * 1024 * 1024
+_UI_PAGE = Path(__file__).parent.parent / "ui" / "index.html"
 # 499 (nginx's "client closed request") in metrics and records for requests whose client left.
 CLIENT_CLOSED = 499
 
@@ -298,6 +300,9 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "pools": [p.name for p in self.pools], "pid": os.getpid()})
 
+    async def ui(self, request: Request) -> Response:
+        return HTMLResponse(_UI_PAGE.read_bytes())
+
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
@@ -347,6 +352,8 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/v1/models", gateway.models, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        Route("/ui", gateway.ui, methods=["GET"]),
+        Route("/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
