@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("frugalserve.commands.up", "run the gateway"),
     "check-config": ("frugalserve.commands.check_config", "load a config file and report the first error"),
+    "tokens": ("frugalserve.commands.tokens", "show what images cost in Qwen3-VL tokens, before and after the budget"),
 }
 
 
