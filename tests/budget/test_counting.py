@@ -20,7 +20,9 @@ parts = st.one_of(
 )
 contents = st.one_of(texts, st.lists(parts, min_size=1, max_size=4))
 messages = st.lists(
-    st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(["system", "user", "assistant"]), contents),
+    st.builds(
+        lambda r, c: {"role": r, "content": c}, st.sampled_from(["system", "user", "assistant"]), contents
+    ),
     min_size=1,
     max_size=4,
 )
@@ -54,12 +56,18 @@ def test_chat_count_equals_transformers_processor(
     from PIL import Image
 
     sizes = _sizes(msgs)
-    if any("<|" in (p.get("text") or "") for m in msgs if isinstance(m["content"], list) for p in m["content"]):
+    if any(
+        "<|" in (p.get("text") or "") for m in msgs if isinstance(m["content"], list) for p in m["content"]
+    ):
         return
-    text = qwen3_vl_processor.apply_chat_template(msgs, add_generation_prompt=add_generation_prompt, tokenize=False)
+    text = qwen3_vl_processor.apply_chat_template(
+        msgs, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
     images = [Image.new("RGB", (w, h)) for h, w in sizes] or None
     ids = qwen3_vl_processor(text=[text], images=images, return_tensors="np")["input_ids"][0].tolist()
-    count = counting.count_chat(msgs, [vision.image_pad_tokens(h, w) for h, w in sizes], (), add_generation_prompt)
+    count = counting.count_chat(
+        msgs, [vision.image_pad_tokens(h, w) for h, w in sizes], (), add_generation_prompt
+    )
     assert count.total == len(ids)
     assert count.image == ids.count(151655) + 2 * len(sizes)
     assert count.text == count.total - count.image
@@ -84,7 +92,9 @@ def test_chat_with_tool_calls_equals_transformers_tokenizer(qwen3_vl_processor: 
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize(("frames", "fps", "h", "w"), [(48, 24.0, 480, 640), (301, 29.97, 720, 1280), (7, 30.0, 64, 64)])
+@pytest.mark.parametrize(
+    ("frames", "fps", "h", "w"), [(48, 24.0, 480, 640), (301, 29.97, 720, 1280), (7, 30.0, 64, 64)]
+)
 def test_video_prompt_tokens_equal_processor_placeholder(
     qwen3_vl_processor: Any, frames: int, fps: float, h: int, w: int
 ) -> None:
@@ -94,7 +104,10 @@ def test_video_prompt_tokens_equal_processor_placeholder(
     v = vision.video_tokens(frames, fps, h, w)
     indices = np.array(vision.sample_frame_indices(frames, fps))
     meta = VideoMetadata(total_num_frames=frames, fps=fps, width=w, height=h, frames_indices=indices)
-    inputs = {"video_grid_thw": [np.array([v.groups, v.height // 16, v.width // 16])], "video_metadata": [meta]}
+    inputs = {
+        "video_grid_thw": [np.array([v.groups, v.height // 16, v.width // 16])],
+        "video_metadata": [meta],
+    }
     proc = qwen3_vl_processor
     fake_self = SimpleNamespace(
         video_processor=SimpleNamespace(merge_size=2, temporal_patch_size=2),
@@ -104,7 +117,12 @@ def test_video_prompt_tokens_equal_processor_placeholder(
         video_token=proc.video_token,
     )
     placeholder = type(proc).replace_video_token(fake_self, inputs, 0)
-    msgs = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}}, {"type": "text", "text": "?"}]}]
+    msgs = [
+        {
+            "role": "user",
+            "content": [{"type": "video_url", "video_url": {"url": "x"}}, {"type": "text", "text": "?"}],
+        }
+    ]
     text = qwen3_vl_processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     ids = qwen3_vl_processor.tokenizer(text.replace("<|video_pad|>", placeholder))["input_ids"]
     count = counting.count_chat(msgs, (), [v])

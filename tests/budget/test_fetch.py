@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from frugalserve.budget.fetch import FetchError, Fetcher, is_public_address
+from frugalserve.budget.fetch import Fetcher, FetchError, is_public_address
 from frugalserve.budget.limits import FetchLimits
 
 BODY = b"\x89PNG fake image bytes" * 10
@@ -67,7 +67,9 @@ async def test_a_name_resolving_to_loopback_is_refused(server: TestServer) -> No
             await f.fetch(f"http://localhost:{server.port}/image.png")
 
 
-@pytest.mark.parametrize("target", ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data/", "http://[::1]/x"])
+@pytest.mark.parametrize(
+    "target", ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data/", "http://[::1]/x"]
+)
 async def test_redirect_to_a_private_address_is_refused(server: TestServer, target: str) -> None:
     async with Fetcher(FetchLimits(allow_hosts=("127.0.0.1",))) as f:
         with pytest.raises(FetchError, match="not public"):
@@ -127,10 +129,21 @@ async def test_http_can_be_switched_off() -> None:
 
 @pytest.mark.parametrize(
     ("address", "public"),
-    [("8.8.8.8", True), ("127.0.0.1", False), ("10.0.0.1", False), ("192.168.1.1", False),
-     ("169.254.169.254", False), ("100.64.0.1", False), ("224.0.0.1", False), ("0.0.0.0", False),
-     ("::1", False), ("fe80::1", False), ("fd00:ec2::254", False), ("::ffff:10.0.0.1", False),
-     ("2606:4700:4700::1111", True)],
+    [
+        ("8.8.8.8", True),
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("224.0.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fd00:ec2::254", False),
+        ("::ffff:10.0.0.1", False),
+        ("2606:4700:4700::1111", True),
+    ],
 )
 def test_address_classification(address: str, public: bool) -> None:
     assert is_public_address(address) is public

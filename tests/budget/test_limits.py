@@ -15,8 +15,12 @@ def test_defaults_match_the_issue() -> None:
 def test_yaml_keys_are_parsed_into_frozen_sections() -> None:
     limits = parse(
         LimitsConfig,
-        {"max_context_tokens": 8192, "max_new_tokens": 512, "image": {"max_tokens": 256, "format": "webp"},
-         "fetch": {"allow_hosts": ["images.internal"], "timeout_s": 3}},
+        {
+            "max_context_tokens": 8192,
+            "max_new_tokens": 512,
+            "image": {"max_tokens": 256, "format": "webp"},
+            "fetch": {"allow_hosts": ["images.internal"], "timeout_s": 3},
+        },
         "pools[0].limits",
     )
     assert limits.image.format == "webp" and limits.fetch.allow_hosts == ("images.internal",)

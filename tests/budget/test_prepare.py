@@ -87,7 +87,9 @@ async def test_visual_token_cap_is_enforced_after_resizing(fetcher: Fetcher) -> 
 
 
 async def test_corrupt_image_error_names_the_part(fetcher: Fetcher) -> None:
-    body = _chat({"type": "text", "text": "hi"}, _img("data:image/png;base64," + base64.b64encode(b"junk").decode()))
+    body = _chat(
+        {"type": "text", "text": "hi"}, _img("data:image/png;base64," + base64.b64encode(b"junk").decode())
+    )
     with pytest.raises(InvalidRequest) as err:
         await prepare_chat(body, LimitsConfig(), fetcher)
     assert err.value.param == "messages[1].content[1].image_url"
@@ -140,8 +142,14 @@ async def test_missing_max_tokens_gets_the_cap(fetcher: Fetcher) -> None:
         (["x"], "messages[0]"),
         ([{"role": "user", "content": 3}], "messages[0].content"),
         ([{"role": "user", "content": [{"type": "audio"}]}], "messages[0].content[0].type"),
-        ([{"role": "user", "content": [{"type": "text", "text": "<|image_pad|>"}]}], "messages[0].content[0].text"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "messages[0].content[0].image_url"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "<|image_pad|>"}]}],
+            "messages[0].content[0].text",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+            "messages[0].content[0].image_url",
+        ),
     ],
 )
 async def test_malformed_messages_name_the_parameter(fetcher: Fetcher, messages: Any, param: str) -> None:

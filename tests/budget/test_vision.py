@@ -45,7 +45,12 @@ def test_image_pads_equal_transformers_image_processor(qwen3_vl_processor: Any, 
 
 
 @settings(max_examples=300, deadline=None)
-@given(h=st.integers(32, 12_000), w=st.integers(32, 12_000), budget=st.integers(64, 4096), edge=st.integers(64, 2000))
+@given(
+    h=st.integers(32, 12_000),
+    w=st.integers(32, 12_000),
+    budget=st.integers(64, 4096),
+    edge=st.integers(64, 2000),
+)
 def test_budget_size_is_a_fixed_point_within_budget(h: int, w: int, budget: int, edge: int) -> None:
     if max(h, w) / min(h, w) > 200:
         return
@@ -75,7 +80,9 @@ def test_budget_keeps_a_1920x1080_screenshot_under_1024_tokens_and_768_short_edg
 # Video, against transformers' Qwen3VLVideoProcessor and Qwen3VLProcessor code
 
 
-def _their_video(module: ModuleType, processor: Any, total: int, fps: float, h: int, w: int) -> tuple[Any, ...]:
+def _their_video(
+    module: ModuleType, processor: Any, total: int, fps: float, h: int, w: int
+) -> tuple[Any, ...]:
     from transformers.video_utils import VideoMetadata
 
     cls = module.Qwen3VLVideoProcessor

@@ -54,7 +54,9 @@ class GuardedResolver(AbstractResolver):
         self.allow_hosts = allow_hosts
         self._inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         if not host_allowed(host, self.allow_hosts):
             for r in results:
@@ -73,7 +75,11 @@ def decode_data_url(url: str, max_bytes: int) -> bytes:
     if len(payload) * 3 // 4 > max_bytes + 3:
         raise FetchError(f"image is larger than {max_bytes} bytes")
     try:
-        data = base64.b64decode(payload, validate=False) if head.endswith(";base64") else unquote_to_bytes(payload)
+        data = (
+            base64.b64decode(payload, validate=False)
+            if head.endswith(";base64")
+            else unquote_to_bytes(payload)
+        )
     except (binascii.Error, ValueError):
         raise FetchError("malformed data: URL (bad base64)") from None
     if len(data) > max_bytes:

@@ -87,7 +87,9 @@ def budget_size(height: int, width: int, max_tokens: int, short_edge: int | None
     scale = 1.0
     if short_edge is not None and min(height, width) > short_edge:
         scale = short_edge / min(height, width)
-    h, w = smart_resize(height * scale, width * scale, max_pixels=min(max_tokens * TOKEN_PIXELS, IMAGE_MAX_PIXELS))
+    h, w = smart_resize(
+        height * scale, width * scale, max_pixels=min(max_tokens * TOKEN_PIXELS, IMAGE_MAX_PIXELS)
+    )
     if short_edge is not None:
         # Rounding to 32 may overshoot a short_edge that is not a multiple of 32.
         while min(h, w) > short_edge:
@@ -218,6 +220,7 @@ def video_tokens(
     padded = indices + [indices[-1]] * (-n % TEMPORAL_PATCH_SIZE)
     seconds = [i / fps for i in padded]
     stamps = tuple(
-        (seconds[i] + seconds[i + TEMPORAL_PATCH_SIZE - 1]) / 2 for i in range(0, len(seconds), TEMPORAL_PATCH_SIZE)
+        (seconds[i] + seconds[i + TEMPORAL_PATCH_SIZE - 1]) / 2
+        for i in range(0, len(seconds), TEMPORAL_PATCH_SIZE)
     )
     return VideoTokens(frames=n, height=h, width=w, tokens_per_group=h * w // TOKEN_PIXELS, timestamps=stamps)
