@@ -15,13 +15,19 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("frugalserve.commands.up", "run the gateway"),
     "check-config": ("frugalserve.commands.check_config", "load a config file and report the first error"),
+    "tokens": (
+        "frugalserve.commands.tokens",
+        "show what images cost in Qwen3-VL tokens, before and after the budget",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from frugalserve import __version__
 
-    parser = argparse.ArgumentParser(prog="frugalserve", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="frugalserve", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--version", action="version", version=f"frugalserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():

@@ -1,0 +1,248 @@
+"""The entry point the gateway calls before dispatch: validate, rewrite images, count, apply the caps.
+
+:func:`prepare_chat` rewrites the request body in place (image URLs become data URLs of images resized
+to the pool's budget; exact duplicates dropped; ``max_tokens`` clamped) and returns the exact prompt
+token count with a breakdown. Every problem is an :class:`~frugalserve.errors.InvalidRequest` (or
+:class:`~frugalserve.errors.ContextLengthExceeded`) naming the parameter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from frugalserve.budget import counting, images
+from frugalserve.budget.fetch import FetchError
+from frugalserve.budget.limits import LimitsConfig
+from frugalserve.errors import ContextLengthExceeded, InvalidRequest
+
+_VISUAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+_IMAGE_TYPES = ("image_url", "image")
+
+
+class ImageSource(Protocol):
+    async def fetch(self, url: str) -> bytes: ...
+
+
+@dataclass
+class Prepared:
+    """What a request costs, for ``usage``, accounting and /metrics."""
+
+    prompt_tokens: int
+    text_tokens: int
+    image_tokens: int = 0
+    video_tokens: int = 0
+    image_tokens_saved: int = 0  # by resizing and by dropping duplicates
+    images: int = 0
+    images_resized: int = 0
+    duplicates_dropped: int = 0
+    cache_hits: int = 0
+    max_tokens: int | None = None  # what is sent upstream
+    max_tokens_requested: int | None = None
+    notes: list[str] = field(default_factory=list)  # what was changed, for a response header
+
+    @property
+    def max_tokens_clamped(self) -> bool:
+        return self.max_tokens_requested is not None and self.max_tokens != self.max_tokens_requested
+
+    def usage_details(self) -> dict[str, int]:
+        """Merged into the response's ``usage.prompt_tokens_details``."""
+        return {
+            "text_tokens": self.text_tokens,
+            "image_tokens": self.image_tokens,
+            "video_tokens": self.video_tokens,
+            "image_tokens_saved": self.image_tokens_saved,
+        }
+
+
+async def prepare_chat(
+    body: dict[str, Any],
+    limits: LimitsConfig,
+    fetcher: ImageSource,
+    cache: images.PreprocessCache | None = None,
+) -> Prepared:
+    """Validate and rewrite a /v1/chat/completions body in place; count and cap it."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
+    parts = _image_parts(messages)
+    if limits.image.max_count is not None and len(parts) > limits.image.max_count:
+        raise InvalidRequest(
+            f"{len(parts)} images in the request; this model accepts at most {limits.image.max_count}",
+            param="messages",
+        )
+    processed = await asyncio.gather(*(_process(p, path, limits, fetcher, cache) for p, path, _ in parts))
+    result = Prepared(prompt_tokens=0, text_tokens=0)
+    seen: dict[str, int] = {}
+    pads: list[int] = []
+    drop: list[tuple[list[Any], dict[str, Any]]] = []
+    for (part, _, content), (key, item, hit) in zip(parts, processed, strict=True):
+        result.cache_hits += hit
+        if limits.image.drop_duplicates and key in seen:
+            drop.append((content, part))
+            result.duplicates_dropped += 1
+            result.image_tokens_saved += item.tokens_before
+            continue
+        seen[key] = 1
+        part.clear()
+        part.update({"type": "image_url", "image_url": {"url": item.data_url}})
+        pads.append(item.pad_tokens)
+        result.images += 1
+        result.images_resized += item.resized
+        result.image_tokens_saved += item.tokens_saved
+    for content, part in drop:
+        content.remove(part)
+    try:
+        count = counting.count_chat(messages, pads)
+    except Exception as exc:  # a malformed message that the template could not render
+        raise InvalidRequest(f"cannot render the messages: {exc}", param="messages") from None
+    result.prompt_tokens, result.text_tokens = count.total, count.text
+    result.image_tokens, result.video_tokens = count.image, count.video
+    if limits.max_visual_tokens is not None and count.image + count.video > limits.max_visual_tokens:
+        raise InvalidRequest(
+            f"the images cost {count.image + count.video} tokens after resizing; this model accepts at most "
+            f"{limits.max_visual_tokens} per request",
+            param="messages",
+            code="visual_tokens_exceeded",
+        )
+    _apply_caps(body, result, limits, "messages")
+    return result
+
+
+def prepare_completion(body: dict[str, Any], limits: LimitsConfig) -> Prepared:
+    """Count and cap a /v1/completions body (text or token-id prompts; no images)."""
+    prompt = body.get("prompt")
+    prompts: list[Any] = prompt if isinstance(prompt, list) and prompt and not _is_ids(prompt) else [prompt]
+    total = 0
+    longest = 0
+    for i, p in enumerate(prompts):
+        path = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+        if isinstance(p, str):
+            n = counting.count_text(p)
+        elif isinstance(p, list) and _is_ids(p):
+            n = len(p)
+        else:
+            raise InvalidRequest(
+                "'prompt' must be a string, a list of strings or a list of token ids", param=path
+            )
+        total += n
+        longest = max(longest, n)
+    result = Prepared(prompt_tokens=total, text_tokens=total)
+    _apply_caps(body, result, limits, "prompt", longest=longest)
+    return result
+
+
+def _is_ids(value: list[Any]) -> bool:
+    return all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+
+
+def _image_parts(messages: list[Any]) -> list[tuple[dict[str, Any], str, list[Any]]]:
+    """Check the messages' shape; return each image part with its parameter path and its content list."""
+    found = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise InvalidRequest("each message must be an object with a 'role'", param=f"messages[{i}]")
+        content = m.get("content")
+        if isinstance(content, str):
+            _check_text(content, f"messages[{i}].content")
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                path = f"messages[{i}].content[{j}]"
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise InvalidRequest("each content part must be an object with a 'type'", param=path)
+                kind = part["type"]
+                if kind == "text":
+                    if not isinstance(part.get("text"), str):
+                        raise InvalidRequest("a text part needs a string 'text'", param=f"{path}.text")
+                    _check_text(part["text"], f"{path}.text")
+                elif kind in _IMAGE_TYPES:
+                    found.append((part, f"{path}.image_url", content))
+                elif kind in ("video_url", "video"):
+                    raise InvalidRequest("video inputs are not accepted by this gateway yet", param=path)
+                else:
+                    raise InvalidRequest(f"unsupported content part type {kind!r}", param=f"{path}.type")
+        elif content is not None:
+            raise InvalidRequest(
+                "'content' must be a string, a list of parts or null", param=f"messages[{i}].content"
+            )
+    return found
+
+
+def _check_text(text: str, path: str) -> None:
+    for tok in _VISUAL_TOKENS:
+        if tok in text:
+            raise InvalidRequest(f"text must not contain the special token {tok}", param=path)
+
+
+async def _process(
+    part: dict[str, Any],
+    path: str,
+    limits: LimitsConfig,
+    fetcher: ImageSource,
+    cache: images.PreprocessCache | None,
+) -> tuple[str, images.ProcessedImage, int]:
+    ref = part.get("image_url") if part["type"] == "image_url" else part.get("image")
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("an image part needs 'image_url.url'", param=path)
+    try:
+        data = await fetcher.fetch(url)
+    except FetchError as exc:
+        raise InvalidRequest(str(exc), param=path, code="invalid_image_url") from None
+    key = images.image_key(data, limits.image)
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return key, hit, 1
+    try:
+        item = await asyncio.to_thread(images.preprocess, data, limits.image)
+    except images.ImageError as exc:
+        raise InvalidRequest(str(exc), param=path, code="invalid_image") from None
+    if cache is not None:
+        cache.put(key, item)
+    return key, item, 0
+
+
+def _apply_caps(
+    body: dict[str, Any], result: Prepared, limits: LimitsConfig, param: str, longest: int = 0
+) -> None:
+    prompt = max(result.prompt_tokens, longest) if longest else result.prompt_tokens
+    ctx = limits.max_context_tokens
+    if ctx is not None and prompt > ctx:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {ctx} tokens. However, your prompt has {prompt} tokens. "
+            "Please reduce the length of the messages or images.",
+            param=param,
+        )
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    requested = body.get(key)
+    if requested is not None and (
+        isinstance(requested, bool) or not isinstance(requested, int) or requested < 1
+    ):
+        raise InvalidRequest(f"'{key}' must be a positive integer", param=key)
+    cap = limits.max_new_tokens
+    if ctx is not None:
+        room = ctx - prompt
+        cap = room if cap is None else min(cap, room)
+    result.max_tokens_requested = requested
+    result.max_tokens = requested
+    if cap is None:
+        return
+    if cap < 1:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {ctx} tokens and your prompt has {prompt}: "
+            "no room is left for the completion.",
+            param=param,
+        )
+    if requested is None:
+        body[key] = result.max_tokens = cap
+        return
+    if requested > cap:
+        if limits.max_tokens_policy == "reject":
+            raise InvalidRequest(
+                f"'{key}' is {requested}, more than this model allows ({cap})",
+                param=key,
+                code="max_tokens_exceeded",
+            )
+        body[key] = result.max_tokens = cap
+        result.notes.append(f"{key} clamped from {requested} to {cap}")
