@@ -32,6 +32,9 @@ class ConfigError(ValueError):
         self.path = path
 
 
+# Sections defined beside the code that uses them (they need ConfigError, hence after it).
+from frugalserve.budget.limits import LimitsConfig  # noqa: E402
+
 # ---------------------------------------------------------------------------------------------------------
 # Sections
 
@@ -46,6 +49,8 @@ class GatewayConfig:
     request_timeout_s: float = 600.0
     shutdown_grace_s: float = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Resized images kept by content hash, so a repeated image is decoded and resized once.
+    image_cache_mb: float = 256.0
 
     def validate(self, path: str) -> None:
         if not 0 < self.port < 65536:
@@ -115,6 +120,11 @@ class PoolConfig:
     # The model name sent upstream; defaults to `model` (vLLM's --served-model-name).
     upstream_model: str | None = None
     gpu: GpuConfig = field(default_factory=GpuConfig)
+    # Token counting, image budgets and caps (frugalserve.budget). "qwen3": the backend serves a Qwen3 /
+    # Qwen3-VL model with its ChatML template, so the gateway counts exactly and resizes images itself;
+    # "none": any other model, passed through uncounted (the limits below then do not apply).
+    tokenizer: Literal["qwen3", "none"] = "qwen3"
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def validate(self, path: str) -> None:
         if not self.name:

@@ -54,6 +54,24 @@ class GatewayMetrics:
             ["pool", "kind"],
             registry=r,
         )
+        self.counted_tokens = Counter(
+            "frugalserve_counted_prompt_tokens",
+            "Prompt tokens counted by the gateway before dispatch, by pool and kind (text, image, video).",
+            ["pool", "kind"],
+            registry=r,
+        )
+        self.tokens_saved = Counter(
+            "frugalserve_image_tokens_saved",
+            "Image tokens saved by resizing to the pool's budget and dropping duplicate images.",
+            ["pool"],
+            registry=r,
+        )
+        self.max_tokens_clamped = Counter(
+            "frugalserve_max_tokens_clamped",
+            "Requests whose max_tokens was lowered to the pool's limits.max_new_tokens.",
+            ["pool"],
+            registry=r,
+        )
         self.client_disconnects = Counter(
             "frugalserve_client_disconnects",
             "Requests whose client went away before the response ended; the upstream request was cancelled.",

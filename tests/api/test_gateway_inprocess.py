@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -29,7 +32,7 @@ def make_config(url: str, **gateway: object) -> cfg.Config:
 
 @pytest.fixture
 async def client(upstream_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_config(upstream_url, request_timeout_s=1.0, max_body_mb=0.01))
+    app = create_app(make_config(upstream_url, request_timeout_s=1.0, max_body_mb=0.05))
     gateway: Gateway = app.state.gateway
     await gateway.startup()
     try:
@@ -87,7 +90,11 @@ async def test_streaming_asks_upstream_for_usage_but_hides_it_from_client_that_d
 async def test_streaming_passes_usage_to_client_that_asked(client: httpx.AsyncClient) -> None:
     body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     r = await client.post("/v1/chat/completions", json=body)
-    assert '"choices": [], "usage": {"prompt_tokens"' in r.text
+    events = [json.loads(e.removeprefix("data: ")) for e in r.text.split("\n\n") if e and e != "data: [DONE]"]
+    last = events[-1]
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 3
+    # the gateway's own count of the prompt, by kind, rides along
+    assert last["usage"]["prompt_tokens_details"]["text_tokens"] > 0
 
 
 async def test_completions_endpoint(client: httpx.AsyncClient) -> None:
@@ -176,7 +183,7 @@ async def test_completion_without_prompt_is_400(client: httpx.AsyncClient) -> No
 
 
 async def test_body_over_limit_is_413(client: httpx.AsyncClient) -> None:
-    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 20_000}]}
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 100_000}]}
     err = _error(await client.post("/v1/chat/completions", json=big), 413)
     assert "larger than the limit" in str(err["message"])
 
@@ -227,3 +234,61 @@ async def test_web_ui_is_served_at_root(client: httpx.AsyncClient) -> None:
     r = await client.get("/", follow_redirects=True)
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "/v1/chat/completions" in r.text
+
+
+def _png(width: int, height: int) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _image_chat(url: str, **extra: object) -> dict[str, object]:
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is it?"}]
+    return {"model": "fast", "messages": [{"role": "user", "content": content}], "max_tokens": 2, **extra}
+
+
+async def test_big_image_is_resized_to_budget_and_usage_shows_the_saving(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/chat/completions", json=_image_chat(_png(1920, 1080)))
+    assert r.status_code == 200, r.text
+    details = r.json()["usage"]["prompt_tokens_details"]
+    # 1920x1080 is 2,040 + 2 tokens as it is; the default budget (1024 tokens, short edge 768) cuts it.
+    assert details["image_tokens"] <= 1024 + 2
+    assert details["image_tokens_saved"] >= 1000
+    metrics = (await client.get("/metrics")).text
+    assert 'frugalserve_image_tokens_saved_total{pool="small"}' in metrics
+    assert 'frugalserve_counted_prompt_tokens_total{kind="image",pool="small"}' in metrics
+
+
+async def test_corrupt_image_is_400_naming_the_part(client: httpx.AsyncClient) -> None:
+    bad = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nnot really").decode()
+    err = _error(await client.post("/v1/chat/completions", json=_image_chat(bad)), 400)
+    assert err["param"] == "messages[0].content[0].image_url"
+
+
+async def test_image_url_to_loopback_is_refused(client: httpx.AsyncClient, upstream_url: str) -> None:
+    err = _error(await client.post("/v1/chat/completions", json=_image_chat(upstream_url + "/health")), 400)
+    assert err["param"] == "messages[0].content[0].image_url"
+    assert err["code"] == "invalid_image_url"
+
+
+async def test_max_tokens_over_pool_cap_is_clamped_and_said(upstream_url: str) -> None:
+    config = cfg.load_text(
+        "pools:\n  - name: capped\n    model: m\n"
+        f"    backend: {{url: '{upstream_url}'}}\n"
+        "    limits: {max_new_tokens: 4, max_context_tokens: 40}\n"
+    )
+    app = create_app(config)
+    await app.state.gateway.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json={**CHAT, "model": "m", "max_tokens": 100})
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+            assert r.headers["x-frugalserve-notes"] == "max_tokens clamped from 100 to 4"
+            long = {**CHAT, "model": "m", "messages": [{"role": "user", "content": "word " * 100}]}
+            err = _error(await c.post("/v1/chat/completions", json=long), 400)
+            assert err["code"] == "context_length_exceeded"
+            assert "40" in str(err["message"])
+    finally:
+        await app.state.gateway.shutdown()

@@ -63,9 +63,7 @@ def qwen3_vl_video_module() -> ModuleType:
     name = "transformers.models.qwen3_vl._frugalserve_video_source"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, Path(qwen3_vl.__file__).parent / "video_processing_qwen3_vl.py"
-    )
+    spec = importlib.util.spec_from_file_location(name, Path(qwen3_vl.__file__).parent / "video_processing_qwen3_vl.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

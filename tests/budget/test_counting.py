@@ -20,9 +20,7 @@ parts = st.one_of(
 )
 contents = st.one_of(texts, st.lists(parts, min_size=1, max_size=4))
 messages = st.lists(
-    st.builds(
-        lambda r, c: {"role": r, "content": c}, st.sampled_from(["system", "user", "assistant"]), contents
-    ),
+    st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(["system", "user", "assistant"]), contents),
     min_size=1,
     max_size=4,
 )
@@ -56,18 +54,12 @@ def test_chat_count_equals_transformers_processor(
     from PIL import Image
 
     sizes = _sizes(msgs)
-    if any(
-        "<|" in (p.get("text") or "") for m in msgs if isinstance(m["content"], list) for p in m["content"]
-    ):
+    if any("<|" in (p.get("text") or "") for m in msgs if isinstance(m["content"], list) for p in m["content"]):
         return
-    text = qwen3_vl_processor.apply_chat_template(
-        msgs, add_generation_prompt=add_generation_prompt, tokenize=False
-    )
+    text = qwen3_vl_processor.apply_chat_template(msgs, add_generation_prompt=add_generation_prompt, tokenize=False)
     images = [Image.new("RGB", (w, h)) for h, w in sizes] or None
     ids = qwen3_vl_processor(text=[text], images=images, return_tensors="np")["input_ids"][0].tolist()
-    count = counting.count_chat(
-        msgs, [vision.image_pad_tokens(h, w) for h, w in sizes], (), add_generation_prompt
-    )
+    count = counting.count_chat(msgs, [vision.image_pad_tokens(h, w) for h, w in sizes], (), add_generation_prompt)
     assert count.total == len(ids)
     assert count.image == ids.count(151655) + 2 * len(sizes)
     assert count.text == count.total - count.image

@@ -67,9 +67,7 @@ async def test_a_name_resolving_to_loopback_is_refused(server: TestServer) -> No
             await f.fetch(f"http://localhost:{server.port}/image.png")
 
 
-@pytest.mark.parametrize(
-    "target", ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data/", "http://[::1]/x"]
-)
+@pytest.mark.parametrize("target", ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data/", "http://[::1]/x"])
 async def test_redirect_to_a_private_address_is_refused(server: TestServer, target: str) -> None:
     async with Fetcher(FetchLimits(allow_hosts=("127.0.0.1",))) as f:
         with pytest.raises(FetchError, match="not public"):

@@ -87,9 +87,7 @@ async def test_visual_token_cap_is_enforced_after_resizing(fetcher: Fetcher) -> 
 
 
 async def test_corrupt_image_error_names_the_part(fetcher: Fetcher) -> None:
-    body = _chat(
-        {"type": "text", "text": "hi"}, _img("data:image/png;base64," + base64.b64encode(b"junk").decode())
-    )
+    body = _chat({"type": "text", "text": "hi"}, _img("data:image/png;base64," + base64.b64encode(b"junk").decode()))
     with pytest.raises(InvalidRequest) as err:
         await prepare_chat(body, LimitsConfig(), fetcher)
     assert err.value.param == "messages[1].content[1].image_url"

@@ -38,9 +38,7 @@ def test_max_image_tokens_changes_the_budget(screenshot: Path, capsys: pytest.Ca
     assert row["tokens_after"] <= 258
 
 
-def test_text_output_and_unreadable_file(
-    screenshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_text_output_and_unreadable_file(screenshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     assert main(["tokens", str(screenshot), str(bad)]) == 1

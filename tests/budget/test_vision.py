@@ -80,9 +80,7 @@ def test_budget_keeps_a_1920x1080_screenshot_under_1024_tokens_and_768_short_edg
 # Video, against transformers' Qwen3VLVideoProcessor and Qwen3VLProcessor code
 
 
-def _their_video(
-    module: ModuleType, processor: Any, total: int, fps: float, h: int, w: int
-) -> tuple[Any, ...]:
+def _their_video(module: ModuleType, processor: Any, total: int, fps: float, h: int, w: int) -> tuple[Any, ...]:
     from transformers.video_utils import VideoMetadata
 
     cls = module.Qwen3VLVideoProcessor

@@ -35,12 +35,23 @@ def _client(gw: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0)
 
 
+def _tiny_png() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 MESSAGES = [
     {
         "role": "user",
         "content": [
             {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "image_url", "image_url": {"url": _tiny_png()}},
         ],
     }
 ]

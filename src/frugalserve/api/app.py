@@ -27,11 +27,15 @@ from frugalserve.api import validate
 from frugalserve.api.proxy import (
     ClientGone,
     StreamingProxyResponse,
+    merge_usage_details,
     parse_usage,
     read_whole,
     until_disconnect,
     upstream_status_error,
 )
+from frugalserve.budget.fetch import Fetcher
+from frugalserve.budget.images import PreprocessCache
+from frugalserve.budget.prepare import Prepared, prepare_chat, prepare_completion
 from frugalserve.clock import Clock, SystemClock
 from frugalserve.config import Config
 from frugalserve.errors import APIError, PayloadTooLarge, UpstreamError, UpstreamTimeout, error_response
@@ -44,6 +48,8 @@ log = logging.getLogger("frugalserve.gateway")
 
 POOL_HEADER = "x-frugalserve-pool"
 REQUEST_ID_HEADER = "x-request-id"
+# What the gateway changed in the request (e.g. "max_tokens clamped from 4096 to 512").
+NOTES_HEADER = "x-frugalserve-notes"
 # Non-streaming upstream bodies are read whole to capture usage; bound them.
 MAX_UPSTREAM_BODY = 256 * 1024 * 1024
 _UI_PAGE = Path(__file__).parent.parent / "ui" / "index.html"
@@ -82,11 +88,14 @@ class Gateway:
         )
         self.upstream: Upstream | None = None
         self.max_body = int(gw.max_body_mb * 1024 * 1024)
+        self.image_cache = PreprocessCache(gw.image_cache_mb)
+        self.fetchers: dict[str, Fetcher] = {}
 
     # -- lifespan ------------------------------------------------------------------------------------
 
     async def startup(self) -> None:
         self.upstream = self._upstream_factory()
+        self.fetchers = {p.name: Fetcher(p.config.limits.fetch) for p in self.pools}
         for pool in self.pools:
             await pool.start()
 
@@ -95,6 +104,8 @@ class Gateway:
             await pool.stop()
         if self.upstream is not None:
             await self.upstream.aclose()
+        for fetcher in self.fetchers.values():
+            await fetcher.close()
 
     # -- the OpenAI endpoints ----------------------------------------------------------------------
 
@@ -158,6 +169,7 @@ class Gateway:
             client_wants_usage = bool(opts.get("include_usage"))
             data["stream_options"] = {**opts, "include_usage": True}
         data["model"] = pool.config.served_model
+        prepared = await self._prepare(pool, kind, data, record)
 
         lease = await pool.acquire()
         try:
@@ -175,7 +187,34 @@ class Gateway:
         except BaseException:
             lease.release()
             raise
-        return await self._respond(request, pool, lease, upstream, record, stream, client_wants_usage)
+        return await self._respond(request, pool, lease, upstream, record, stream, client_wants_usage, prepared)
+
+    async def _prepare(self, pool: Pool, kind: str, data: dict[str, Any], record: RequestRecord) -> Prepared | None:
+        """Count the prompt exactly and apply the pool's budgets (rewrites images and max_tokens in place)."""
+        if pool.config.tokenizer == "none":
+            return None
+        limits = pool.config.limits
+        if kind == "chat":
+            prepared = await prepare_chat(data, limits, self.fetchers[pool.name], self.image_cache)
+        else:
+            prepared = prepare_completion(data, limits)
+        record.extra["counted_prompt_tokens"] = prepared.prompt_tokens
+        record.extra["tokens"] = prepared.usage_details()
+        if prepared.max_tokens_clamped:
+            record.extra["max_tokens_clamped_from"] = prepared.max_tokens_requested
+        m = self.metrics
+        for kind_name, n in (
+            ("text", prepared.text_tokens),
+            ("image", prepared.image_tokens),
+            ("video", prepared.video_tokens),
+        ):
+            if n:
+                m.counted_tokens.labels(pool.name, kind_name).inc(n)
+        if prepared.image_tokens_saved:
+            m.tokens_saved.labels(pool.name).inc(prepared.image_tokens_saved)
+        if prepared.max_tokens_clamped:
+            m.max_tokens_clamped.labels(pool.name).inc()
+        return prepared
 
     async def _send(self, request: Request, pool: Pool, url: str, body: bytes, headers: dict[str, str]) -> Any:
         assert self.upstream is not None
@@ -197,8 +236,12 @@ class Gateway:
         record: RequestRecord,
         stream: bool,
         client_wants_usage: bool,
+        prepared: Prepared | None,
     ) -> Response | StreamingProxyResponse:
         out_headers = {POOL_HEADER: pool.name, REQUEST_ID_HEADER: record.request_id}
+        if prepared is not None and prepared.notes:
+            out_headers[NOTES_HEADER] = "; ".join(prepared.notes)
+        details = prepared.usage_details() if prepared is not None else None
         if lease.waited_s:
             out_headers["x-frugalserve-cold-start-ms"] = str(round(lease.waited_s * 1000))
         status = upstream.status
@@ -213,9 +256,13 @@ class Gateway:
             usage = None
             if payload[:1] == b"{":
                 try:
-                    usage = parse_usage(orjson.loads(payload))
+                    obj = orjson.loads(payload)
                 except orjson.JSONDecodeError:
-                    usage = None
+                    obj = None
+                usage = parse_usage(obj)
+                if usage is not None and details is not None:
+                    merge_usage_details(usage, details)
+                    payload = orjson.dumps(obj)
             self._mark_first_byte(record)
             self._finish(record, status, usage, None)
             media = upstream.headers.get("content-type", "application/json")
@@ -232,6 +279,7 @@ class Gateway:
             lease,
             raw_headers,
             client_wants_usage,
+            usage_details=details,
             on_first_byte=lambda: self._mark_first_byte(record),
             on_finish=lambda st, usage, err, gone: self._finish_stream(record, st, usage, err, gone),
         )

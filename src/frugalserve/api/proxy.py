@@ -55,6 +55,12 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     raise ClientGone()
 
 
+def merge_usage_details(usage: dict[str, Any], details: dict[str, int]) -> None:
+    """Add the gateway's own prompt breakdown (text, image, video tokens; tokens saved) to a usage object."""
+    existing = usage.get("prompt_tokens_details")
+    usage["prompt_tokens_details"] = {**existing, **details} if isinstance(existing, dict) else dict(details)
+
+
 def parse_usage(obj: Any) -> dict[str, Any] | None:
     usage = obj.get("usage") if isinstance(obj, dict) else None
     return usage if isinstance(usage, dict) else None
@@ -67,11 +73,12 @@ class SSEUsageFilter:
     usage-only chunk (empty ``choices``) is dropped so that the client sees what it asked for.
     """
 
-    __slots__ = ("_buf", "_drop_usage_only", "usage")
+    __slots__ = ("_buf", "_details", "_drop_usage_only", "usage")
 
-    def __init__(self, drop_usage_only: bool) -> None:
+    def __init__(self, drop_usage_only: bool, details: dict[str, int] | None = None) -> None:
         self._buf = b""
         self._drop_usage_only = drop_usage_only
+        self._details = details
         self.usage: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -107,6 +114,9 @@ class SSEUsageFilter:
             self.usage = usage
             if self._drop_usage_only and not obj.get("choices"):
                 return b""
+            if self._details is not None:
+                merge_usage_details(usage, self._details)
+                return b"data: " + orjson.dumps(obj) + _EVENT_END
         return out
 
 
@@ -127,13 +137,14 @@ class StreamingProxyResponse:
         lease: Lease,
         headers: list[tuple[bytes, bytes]],
         client_wants_usage: bool,
+        usage_details: dict[str, int] | None,
         on_first_byte: FirstByte,
         on_finish: Finish,
     ) -> None:
         self._upstream = upstream
         self._lease = lease
         self._headers = headers
-        self._filter = SSEUsageFilter(drop_usage_only=not client_wants_usage)
+        self._filter = SSEUsageFilter(drop_usage_only=not client_wants_usage, details=usage_details)
         self._on_first_byte = on_first_byte
         self._on_finish = on_finish
 

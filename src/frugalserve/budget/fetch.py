@@ -75,11 +75,7 @@ def decode_data_url(url: str, max_bytes: int) -> bytes:
     if len(payload) * 3 // 4 > max_bytes + 3:
         raise FetchError(f"image is larger than {max_bytes} bytes")
     try:
-        data = (
-            base64.b64decode(payload, validate=False)
-            if head.endswith(";base64")
-            else unquote_to_bytes(payload)
-        )
+        data = base64.b64decode(payload, validate=False) if head.endswith(";base64") else unquote_to_bytes(payload)
     except (binascii.Error, ValueError):
         raise FetchError("malformed data: URL (bad base64)") from None
     if len(data) > max_bytes:

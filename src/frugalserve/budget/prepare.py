@@ -123,9 +123,7 @@ def prepare_completion(body: dict[str, Any], limits: LimitsConfig) -> Prepared:
         elif isinstance(p, list) and _is_ids(p):
             n = len(p)
         else:
-            raise InvalidRequest(
-                "'prompt' must be a string, a list of strings or a list of token ids", param=path
-            )
+            raise InvalidRequest("'prompt' must be a string, a list of strings or a list of token ids", param=path)
         total += n
         longest = max(longest, n)
     result = Prepared(prompt_tokens=total, text_tokens=total)
@@ -163,9 +161,7 @@ def _image_parts(messages: list[Any]) -> list[tuple[dict[str, Any], str, list[An
                 else:
                     raise InvalidRequest(f"unsupported content part type {kind!r}", param=f"{path}.type")
         elif content is not None:
-            raise InvalidRequest(
-                "'content' must be a string, a list of parts or null", param=f"messages[{i}].content"
-            )
+            raise InvalidRequest("'content' must be a string, a list of parts or null", param=f"messages[{i}].content")
     return found
 
 
@@ -203,9 +199,7 @@ async def _process(
     return key, item, 0
 
 
-def _apply_caps(
-    body: dict[str, Any], result: Prepared, limits: LimitsConfig, param: str, longest: int = 0
-) -> None:
+def _apply_caps(body: dict[str, Any], result: Prepared, limits: LimitsConfig, param: str, longest: int = 0) -> None:
     prompt = max(result.prompt_tokens, longest) if longest else result.prompt_tokens
     ctx = limits.max_context_tokens
     if ctx is not None and prompt > ctx:
@@ -216,9 +210,7 @@ def _apply_caps(
         )
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     requested = body.get(key)
-    if requested is not None and (
-        isinstance(requested, bool) or not isinstance(requested, int) or requested < 1
-    ):
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
         raise InvalidRequest(f"'{key}' must be a positive integer", param=key)
     cap = limits.max_new_tokens
     if ctx is not None:

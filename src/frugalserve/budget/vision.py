@@ -44,9 +44,7 @@ def smart_resize(
     if min(height, width) <= 0:
         raise AspectRatioError(f"image has no pixels ({width}x{height})")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise AspectRatioError(
-            f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, got {width}x{height}"
-        )
+        raise AspectRatioError(f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, got {width}x{height}")
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
@@ -87,9 +85,7 @@ def budget_size(height: int, width: int, max_tokens: int, short_edge: int | None
     scale = 1.0
     if short_edge is not None and min(height, width) > short_edge:
         scale = short_edge / min(height, width)
-    h, w = smart_resize(
-        height * scale, width * scale, max_pixels=min(max_tokens * TOKEN_PIXELS, IMAGE_MAX_PIXELS)
-    )
+    h, w = smart_resize(height * scale, width * scale, max_pixels=min(max_tokens * TOKEN_PIXELS, IMAGE_MAX_PIXELS))
     if short_edge is not None:
         # Rounding to 32 may overshoot a short_edge that is not a multiple of 32.
         while min(h, w) > short_edge:
@@ -106,6 +102,17 @@ def budget_size(height: int, width: int, max_tokens: int, short_edge: int | None
         if min(cand) < FACTOR or cand[0] * cand[1] < IMAGE_MIN_PIXELS:
             break
         h, w = cand
+    if not is_processor_size(h, w):
+        # A very elongated image: flooring its short side can push the ratio past the processor's 200:1.
+        # Keep a wider short side and trim the long side to the budget instead.
+        tall = h > w
+        short_max = min(natural) if short_edge is None else min(min(natural), short_edge)
+        for short in range(min(h, w) + FACTOR, short_max + 1, FACTOR):
+            long_side = (max_tokens * TOKEN_PIXELS // short) // FACTOR * FACTOR
+            cand = (long_side, short) if tall else (short, long_side)
+            if is_processor_size(*cand):
+                h, w = cand
+                break
     # The processor's minimum (65,536 pixels) can make tiny images cost more than a small budget.
     smaller = h * w < natural[0] * natural[1] and is_processor_size(h, w)
     return (h, w) if smaller else natural
@@ -220,7 +227,6 @@ def video_tokens(
     padded = indices + [indices[-1]] * (-n % TEMPORAL_PATCH_SIZE)
     seconds = [i / fps for i in padded]
     stamps = tuple(
-        (seconds[i] + seconds[i + TEMPORAL_PATCH_SIZE - 1]) / 2
-        for i in range(0, len(seconds), TEMPORAL_PATCH_SIZE)
+        (seconds[i] + seconds[i + TEMPORAL_PATCH_SIZE - 1]) / 2 for i in range(0, len(seconds), TEMPORAL_PATCH_SIZE)
     )
     return VideoTokens(frames=n, height=h, width=w, tokens_per_group=h * w // TOKEN_PIXELS, timestamps=stamps)
