@@ -15,6 +15,8 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("frugalserve.commands.up", "run the gateway"),
     "check-config": ("frugalserve.commands.check_config", "load a config file and report the first error"),
+    "engine": ("frugalserve.engine.cli", "serve a local Qwen3-VL / Qwen3 checkpoint (built-in model server)"),
+    "demo-model": ("frugalserve.engine.demo_model", "write the tiny random-weight demo checkpoint"),
 }
 
 
