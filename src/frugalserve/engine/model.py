@@ -60,26 +60,30 @@ class Row:
     done: bool = False
 
 
-class _ImageOnlyProcessor:
-    """Builds Qwen3-VL's processor without its video half, whose processor needs torchvision."""
+def load_processor(path: str | Path) -> Any:
+    """The checkpoint's own processor: ``AutoProcessor``, or for Qwen3-VL without torchvision the same
+    processor minus its video half (transformers' video processor needs torchvision; images do not)."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen3VLProcessor
 
-    @staticmethod
-    def load(path: Path) -> Any:
-        from transformers import AutoImageProcessor, AutoTokenizer, Qwen3VLProcessor
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except (ImportError, ValueError) as exc:
+        if "torchvision" not in str(exc).lower():
+            raise
 
-        class Qwen3VLImageProcessorOnly(Qwen3VLProcessor):
-            def check_argument_for_proper_class(self, name: str, arg: Any) -> Any:
-                if name == "video_processor" and arg is None:
-                    return None
-                return super().check_argument_for_proper_class(name, arg)
+    class Qwen3VLImageProcessorOnly(Qwen3VLProcessor):
+        def check_argument_for_proper_class(self, name: str, arg: Any) -> Any:
+            if name == "video_processor" and arg is None:
+                return None
+            return super().check_argument_for_proper_class(name, arg)
 
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return Qwen3VLImageProcessorOnly(
-            image_processor=AutoImageProcessor.from_pretrained(path),
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=tokenizer.chat_template,
-        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return Qwen3VLImageProcessorOnly(
+        image_processor=AutoImageProcessor.from_pretrained(path),
+        tokenizer=tokenizer,
+        video_processor=None,
+        chat_template=tokenizer.chat_template,
+    )
 
 
 def _malloc_trim() -> None:
@@ -121,17 +125,12 @@ class ModelRunner:
 
     # -- loading ---------------------------------------------------------------------------------------
     def _load_processor(self) -> tuple[Any, Any]:
-        from transformers import AutoProcessor, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if not self.is_vision:
             tok = AutoTokenizer.from_pretrained(self.path)
             return tok, tok
-        try:
-            processor = AutoProcessor.from_pretrained(self.path)
-        except (ImportError, ValueError) as exc:
-            if "torchvision" not in str(exc).lower():
-                raise
-            processor = _ImageOnlyProcessor.load(self.path)
+        processor = load_processor(self.path)
         return processor, processor.tokenizer
 
     def _load_weights(self) -> None:

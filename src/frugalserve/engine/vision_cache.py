@@ -20,6 +20,7 @@ class VisionCache:
         self.hits = 0
         self.misses = 0
         self._on_lookup = on_lookup or (lambda hit: None)
+        self._output_type: Any = None
         self._entries: OrderedDict[bytes, tuple[Any, list[Any], int]] = OrderedDict()
 
     def clear(self) -> None:
@@ -63,27 +64,20 @@ class VisionCache:
             missing = [i for i, f in enumerate(found) if f is None]
             if missing:
                 out = encode(torch.cat([chunks[i] for i in missing]), image_grid_thw[missing], **kwargs)
+                self._output_type = type(out)
                 for n, i in enumerate(missing):
                     pooled = out.pooler_output[n].detach()
                     deep = [layer[n].detach() for layer in out.deepstack_features]
                     found[i] = (pooled, deep)
                     self._put(keys[i], pooled, deep)
             else:
-                # Same output type as a real call, of the class that defines it.
-                out = _output_class(encode)()
+                out = self._output_type()  # all hits: an empty output of the type a real call gave
             out.pooler_output = tuple(f[0] for f in found)  # type: ignore[index]
             n_layers = len(found[0][1])  # type: ignore[index]
             out.deepstack_features = [tuple(f[1][layer] for f in found) for layer in range(n_layers)]  # type: ignore[index]
             return out
 
         return cached
-
-
-def _output_class(encode: Callable[..., Any]) -> Any:
-    import sys
-
-    module = sys.modules[type(getattr(encode, "__self__", None)).__module__]
-    return module.BaseModelOutputWithDeepstackFeatures
 
 
 def _key(pixels: Any, grid: Any) -> bytes:
