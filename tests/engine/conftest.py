@@ -49,7 +49,7 @@ class EngineProcess:
             str(self.port),
             *extra,
         ]
-        self.log = open(model.parent / f"engine-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(model.parent / f"engine-{self.port}.log", "wb")
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
