@@ -65,12 +65,14 @@ class Scheduler:
         *,
         max_batch: int = 8,
         max_waiting: int = 256,
+        batch_window_s: float = 0.02,
     ) -> None:
         self.runner = runner
         self.metrics = metrics
         self.executor = executor
         self.max_batch = max_batch
         self.max_waiting = max_waiting
+        self.batch_window_s = batch_window_s
         self.state = "awake"
         self.sleep_level = 0
         self._pending: asyncio.Queue[Generation] = asyncio.Queue()
@@ -149,7 +151,16 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._pending.get()]
-            while len(batch) < self.max_batch and not self._pending.empty():
+            # A short window lets requests that arrive together (a burst) start as one group.
+            deadline = loop.time() + self.batch_window_s
+            while len(batch) < self.max_batch:
+                if self._pending.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        batch.append(await asyncio.wait_for(self._pending.get(), remaining))
+                    continue
                 batch.append(self._pending.get_nowait())
             batch = [g for g in batch if not self._drop_if_cancelled(g)]
             self.metrics.waiting.labels(self._name).set(self._pending.qsize())

@@ -21,6 +21,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--served-model-name", help="the model id clients send (default: the directory's name)")
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
     p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=20.0,
+        help="after a request arrives, wait this long for others to start with it (default 20)",
+    )
+    p.add_argument(
         "--vision-cache-mb",
         type=float,
         default=256.0,
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         max_batch=args.max_batch,
+        batch_window_ms=args.batch_window_ms,
         vision_cache_mb=args.vision_cache_mb,
         default_max_tokens=args.default_max_tokens,
     )

@@ -41,6 +41,7 @@ class EngineSettings:
     device: str = "cpu"
     dtype: str = "auto"
     max_batch: int = 8
+    batch_window_ms: float = 20.0
     vision_cache_mb: float = 256.0
     default_max_tokens: int = 256
     image_fetch_timeout_s: float = 10.0
@@ -80,7 +81,13 @@ class Engine:
                 on_cache_lookup=self.metrics.on_cache_lookup,
             ),
         )
-        self.scheduler = Scheduler(self.runner, self.metrics, self.executor, max_batch=s.max_batch)
+        self.scheduler = Scheduler(
+            self.runner,
+            self.metrics,
+            self.executor,
+            max_batch=s.max_batch,
+            batch_window_s=s.batch_window_ms / 1000,
+        )
         await self.scheduler.start()
         self.http = httpx.AsyncClient(timeout=s.image_fetch_timeout_s)
 
