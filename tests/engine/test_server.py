@@ -103,11 +103,11 @@ async def test_concurrent_requests_queue_then_decode_together(engine: EngineProc
             return await client.post("/v1/chat/completions", json=body)
 
         async def watch() -> None:
-            for _ in range(100):
+            while True:  # until cancelled, so a slow machine cannot outlast the watcher
                 text = (await client.get("/metrics")).text
                 seen_waiting.append(metric(text, "vllm:num_requests_waiting"))
                 seen_running.append(metric(text, "vllm:num_requests_running"))
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.01)
 
         watcher = asyncio.create_task(watch())
         responses = await asyncio.gather(*(one(i) for i in range(5)))
