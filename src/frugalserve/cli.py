@@ -19,13 +19,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "frugalserve.commands.tokens",
         "show what images cost in Qwen3-VL tokens, before and after the budget",
     ),
+    "engine": ("frugalserve.engine.cli", "serve a local Qwen3-VL / Qwen3 checkpoint (built-in model server)"),
+    "demo-model": ("frugalserve.engine.demo_model", "write the tiny random-weight demo checkpoint"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from frugalserve import __version__
 
-    parser = argparse.ArgumentParser(prog="frugalserve", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="frugalserve", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--version", action="version", version=f"frugalserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
