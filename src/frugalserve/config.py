@@ -151,9 +151,7 @@ class Config:
             for name in (pool.name, pool.model, *pool.aliases):
                 other = seen.get(name)
                 if other is not None and other != pool.name:
-                    raise ConfigError(
-                        f"pools[{i}]", f"name or model {name!r} is already used by pool {other!r}"
-                    )
+                    raise ConfigError(f"pools[{i}]", f"name or model {name!r} is already used by pool {other!r}")
                 seen[name] = pool.name
             if [p.name for p in self.pools].count(pool.name) > 1:
                 raise ConfigError(f"pools[{i}].name", f"duplicate pool name {pool.name!r}")

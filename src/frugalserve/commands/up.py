@@ -7,9 +7,7 @@ from frugalserve import config as cfg
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config", metavar="FILE", help="config file (default: $FRUGALSERVE_CONFIG or the built-in demo)"
-    )
+    p.add_argument("--config", metavar="FILE", help="config file (default: $FRUGALSERVE_CONFIG or the built-in demo)")
     p.add_argument("--host", help="listen address (overrides gateway.host)")
     p.add_argument("--port", type=int, help="listen port (overrides gateway.port)")
 

@@ -109,9 +109,7 @@ class Scheduler:
     def submit(self, prepared: Prepared, sampling: Sampling) -> Generation:
         self.ensure_accepting()
         if self._pending.qsize() >= self.max_waiting:
-            raise ServiceUnavailable(
-                "the engine's queue is full", code="queue_full", headers={"Retry-After": "1"}
-            )
+            raise ServiceUnavailable("the engine's queue is full", code="queue_full", headers={"Retry-After": "1"})
         gen = Generation(prepared, sampling)
         self._idle.clear()
         self._pending.put_nowait(gen)

@@ -121,9 +121,7 @@ def write_demo_model(directory: str | Path, *, text_only: bool = False) -> Path:
             "num_position_embeddings": 2304,
             "deepstack_visual_indexes": [0],
         }
-        config = Qwen3VLConfig(
-            text_config=_text_config(vl=True), vision_config=vision, tie_word_embeddings=True
-        )
+        config = Qwen3VLConfig(text_config=_text_config(vl=True), vision_config=vision, tie_word_embeddings=True)
         model = Qwen3VLForConditionalGeneration(config)
     setattr(config, DEMO_MARKER, True)
     model.eval()

@@ -15,12 +15,8 @@ class EngineMetrics:
     def __init__(self, model_name: str) -> None:
         self.registry = CollectorRegistry()
         r, labels = self.registry, ["model_name"]
-        self.running = Gauge(
-            "vllm:num_requests_running", "Requests in the batch now decoding.", labels, registry=r
-        )
-        self.waiting = Gauge(
-            "vllm:num_requests_waiting", "Requests queued for the model.", labels, registry=r
-        )
+        self.running = Gauge("vllm:num_requests_running", "Requests in the batch now decoding.", labels, registry=r)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests queued for the model.", labels, registry=r)
         self.kv_usage = Gauge(
             "vllm:kv_cache_usage_perc", "KV cache in use (1 = full); batch fill here.", labels, registry=r
         )
@@ -40,12 +36,8 @@ class EngineMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.success = Counter(
-            "vllm:request_success", "Finished requests.", [*labels, "finished_reason"], registry=r
-        )
-        self.sleeping = Gauge(
-            "frugalserve_engine_is_sleeping", "Sleep level (0 = awake).", labels, registry=r
-        )
+        self.success = Counter("vllm:request_success", "Finished requests.", [*labels, "finished_reason"], registry=r)
+        self.sleeping = Gauge("frugalserve_engine_is_sleeping", "Sleep level (0 = awake).", labels, registry=r)
         self.cache_hits = Counter(
             "frugalserve_engine_vision_cache_hits",
             "Images whose encoder output was reused.",

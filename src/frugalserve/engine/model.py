@@ -119,9 +119,7 @@ class ModelRunner:
         self._load_weights()
         eos = [self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
         self.eos_ids = {i for i in eos if isinstance(i, int) and i >= 0}
-        self.pad_id = (
-            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
-        )
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
 
     # -- loading ---------------------------------------------------------------------------------------
     def _load_processor(self) -> tuple[Any, Any]:
@@ -159,9 +157,7 @@ class ModelRunner:
                 input_ids=out["input_ids"][0].tolist(),
                 pixel_values=out.get("pixel_values"),
                 image_grid_thw=out.get("image_grid_thw"),
-                mm_token_type_ids=out["mm_token_type_ids"][0].tolist()
-                if "mm_token_type_ids" in out
-                else None,
+                mm_token_type_ids=out["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in out else None,
             )
         if len(prepared.input_ids) >= self.max_context:
             raise ContextLengthExceeded(
@@ -213,9 +209,7 @@ class ModelRunner:
             types = torch.zeros((len(rows), width), dtype=torch.int)
             for i, r in enumerate(rows):
                 if r.prepared.mm_token_type_ids is not None:
-                    types[i, width - len(r.prepared.mm_token_type_ids) :] = torch.tensor(
-                        r.prepared.mm_token_type_ids
-                    )
+                    types[i, width - len(r.prepared.mm_token_type_ids) :] = torch.tensor(r.prepared.mm_token_type_ids)
             kwargs["mm_token_type_ids"] = types.to(self.device)
             with_images = [r.prepared for r in rows if r.prepared.pixel_values is not None]
             if with_images:

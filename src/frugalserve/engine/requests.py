@@ -85,9 +85,7 @@ def parse_chat_request(body: Any, *, default_max_tokens: int, vision: bool) -> C
     elif isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and s for s in stop):
         stops = tuple(stop)
     else:
-        raise InvalidRequest(
-            "'stop' must be a string or an array of at most 4 non-empty strings", param="stop"
-        )
+        raise InvalidRequest("'stop' must be a string or an array of at most 4 non-empty strings", param="stop")
     sampling = Sampling(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
@@ -194,6 +192,4 @@ def decode_image(data: bytes, param: str) -> Any:
             img.load()  # decodes fully: a truncated file fails here, not in the model thread
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidRequest(
-            f"the image could not be decoded ({exc.__class__.__name__})", param=param
-        ) from None
+        raise InvalidRequest(f"the image could not be decoded ({exc.__class__.__name__})", param=param) from None

@@ -189,9 +189,7 @@ async def chat(engine: Engine, request: Request) -> Response:
     except orjson.JSONDecodeError:
         raise InvalidRequest("the request body is not valid JSON") from None
     runner = engine.runner
-    req = parse_chat_request(
-        body, default_max_tokens=engine.settings.default_max_tokens, vision=runner.is_vision
-    )
+    req = parse_chat_request(body, default_max_tokens=engine.settings.default_max_tokens, vision=runner.is_vision)
     if req.model is not None and req.model != engine.settings.name:
         raise NotFound(
             f"the model '{req.model}' does not exist; this engine serves '{engine.settings.name}'",
