@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from frugalserve.accounting.service import Accounting
 from frugalserve.api import validate
 from frugalserve.api.proxy import (
     ClientGone,
@@ -73,7 +74,10 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.pools = PoolSet(pools if pools is not None else [StaticPool(p) for p in config.pools])
         self.records = RecentRecords()
-        self.sink: RecordSink = sink or self.records
+        # Usage records, replica events (self.events, for the lifecycle), API keys, budgets, rates.
+        self.accounting = Accounting(config, self.clock, self.metrics.registry, self.records)
+        self.events = self.accounting.events
+        self.sink: RecordSink = sink or self.accounting
         gw = config.gateway
         self._upstream_factory = upstream_factory or (
             lambda: HttpUpstream(Timeouts(connect_s=gw.connect_timeout_s, read_s=gw.request_timeout_s))
@@ -85,6 +89,7 @@ class Gateway:
 
     async def startup(self) -> None:
         self.upstream = self._upstream_factory()
+        await self.accounting.start()
         for pool in self.pools:
             await pool.start()
 
@@ -93,6 +98,7 @@ class Gateway:
             await pool.stop()
         if self.upstream is not None:
             await self.upstream.aclose()
+        await self.accounting.stop()  # after the pools: their last events and every record are written
 
     # -- the OpenAI endpoints ----------------------------------------------------------------------
 
@@ -147,6 +153,7 @@ class Gateway:
         record.model = validate.chat(data) if kind == "chat" else validate.completion(data)
         pool = self.pools.resolve(record.model)
         record.pool = pool.name
+        await self.accounting.admit(request.headers.get("authorization"), record)
         stream = bool(data.get("stream"))
         record.stream = stream
         client_wants_usage = False
