@@ -15,6 +15,8 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("frugalserve.commands.up", "run the gateway"),
     "check-config": ("frugalserve.commands.check_config", "load a config file and report the first error"),
+    "keys": ("frugalserve.commands.keys", "create, list and revoke API keys"),
+    "report": ("frugalserve.commands.report", "GPU cost, tokens and savings from the usage records"),
 }
 
 
