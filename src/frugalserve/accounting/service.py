@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -22,6 +23,7 @@ from frugalserve.accounting.auth import Gate
 from frugalserve.accounting.writer import EventWriter, UsageWriter
 from frugalserve.clock import Clock
 from frugalserve.config import Config
+from frugalserve.errors import InvalidRequest
 from frugalserve.events import EventSink, RecentEvents
 from frugalserve.records import RecentRecords, RequestRecord
 
@@ -177,3 +179,29 @@ class Accounting:
         rest = {k: v for k, v in extra.items() if k not in EXTRA_COLUMNS and k not in _PRIVATE}
         row["extra"] = rest or None
         return row
+
+    # -- admin -----------------------------------------------------------------------------------
+
+    async def usage_report(self, authorization: str | None, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /admin/usage?since=7d&until=...&by=pool|day|key|model[&anomalies=1]``: the report as JSON."""
+        from frugalserve.accounting import report
+
+        self.gate.check_admin(authorization)
+        if self.engine is None:
+            raise InvalidRequest("Accounting is off (accounting.enabled: false).")
+        now = self.clock.wall()
+        by = query.get("by", "pool")
+        if by not in report.GROUPS:
+            raise InvalidRequest(f"by must be one of {', '.join(report.GROUPS)}.", param="by")
+        try:
+            since = report.parse_when(query["since"], now) if query.get("since") else None
+            until = report.parse_when(query["until"], now) if query.get("until") else now
+        except ValueError as exc:
+            raise InvalidRequest(f"since/until: {exc}", param="since") from None
+        if self.writer is not None:
+            await self.writer.flush()
+        records, events = await asyncio.to_thread(report.load, self.engine, since, until)
+        if query.get("anomalies"):
+            return {"anomalies": report.anomalies(records)}
+        rows = report.build(records, events, report.prices_of(self.config), since, until, by)
+        return {"since": since, "until": until, "by": by, "rows": rows}

@@ -306,6 +306,13 @@ class Gateway:
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
+    async def admin_usage(self, request: Request) -> Response:
+        try:
+            body = await self.accounting.usage_report(request.headers.get("authorization"), request.query_params)
+        except APIError as exc:
+            return error_response(exc)
+        return Response(orjson.dumps(body), media_type="application/json")
+
 
 class _Endpoint:
     """A raw ASGI endpoint (Starlette would wrap a plain function as request -> response)."""
@@ -352,6 +359,7 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/v1/models", gateway.models, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

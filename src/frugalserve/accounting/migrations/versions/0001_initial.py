@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("prefix", sa.String(32), nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("revoked_at", sa.Float),
         sa.Column("budget_usd_per_day", sa.Float),
