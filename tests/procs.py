@@ -54,11 +54,15 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
         proc.wait(5)
 
 
-def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")
+def spawn_env(env: dict[str, str] | None = None) -> dict[str, str]:
     # The repository's src first, so a child runs this checkout's code even beside another install.
     pythonpath = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath, **(env or {})}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath, **(env or {})}
+
+
+def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")
+    full_env = spawn_env(env)
     return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
 
 
