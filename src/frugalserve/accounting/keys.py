@@ -54,7 +54,7 @@ def matches(key: ApiKey, secret: str) -> bool:
     return hmac.compare_digest(key.secret_hash, hash_secret(secret))
 
 
-def _row_to_key(row: sa.Row) -> ApiKey:  # type: ignore[type-arg]
+def _row_to_key(row: sa.Row) -> ApiKey:
     m = row._mapping
     models = m["models"]
     return ApiKey(
