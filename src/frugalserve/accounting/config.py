@@ -28,7 +28,6 @@ class AccountingConfig:
     enabled: bool = True  # write usage records and replica events to gateway.database
     batch_size: int = 500  # records per INSERT; a full batch is written at once
     flush_interval_s: float = 1.0  # longest a record waits in memory before it is written
-    max_queue: int = 100_000  # records held in memory at most; beyond, batches go straight to the spool
     spool_path: str = "frugalserve-spool.jsonl"  # where batches go while the database is unreachable
     retention_days: float = 0.0  # delete records and events older than this; 0 keeps everything
     budget_refresh_s: float = 5.0  # how often keys and spend are re-read from the database
@@ -39,7 +38,7 @@ class AccountingConfig:
     def validate(self, path: str) -> None:
         from frugalserve.config import ConfigError  # frugalserve.config imports this module
 
-        for name in ("batch_size", "max_queue", "anomaly_history", "anomaly_min_history"):
+        for name in ("batch_size", "anomaly_history", "anomaly_min_history"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}", "must be >= 1")
         for name in ("flush_interval_s", "budget_refresh_s", "anomaly_threshold"):

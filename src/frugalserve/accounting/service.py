@@ -81,7 +81,6 @@ class Accounting:
                 registry,
                 batch_size=acc.batch_size,
                 flush_interval_s=acc.flush_interval_s,
-                max_queue=acc.max_queue,
                 spool_path=acc.spool_path,
                 retention_days=acc.retention_days,
                 detector=AnomalyDetector(acc.anomaly_threshold, acc.anomaly_history, acc.anomaly_min_history),

@@ -60,7 +60,6 @@ class UsageWriter:
         *,
         batch_size: int = 500,
         flush_interval_s: float = 1.0,
-        max_queue: int = 100_000,
         spool_path: str | os.PathLike[str] = "frugalserve-spool.jsonl",
         retention_days: float = 0.0,
         detector: AnomalyDetector | None = None,
@@ -70,7 +69,6 @@ class UsageWriter:
         self.clock = clock
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self.max_queue = max_queue
         self.spool_path = Path(spool_path)
         self.retention_days = retention_days
         self.detector = detector
