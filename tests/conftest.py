@@ -1,7 +1,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 # Test runs never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths in configs (the SQLite file, the usage spool) land in the test's own folder."""
+    monkeypatch.chdir(tmp_path)

@@ -16,6 +16,7 @@ import httpx
 
 TESTS = Path(__file__).parent
 FAKE_UPSTREAM = TESTS / "fake_upstream.py"
+SRC = TESTS.parent / "src"
 
 
 def free_port() -> int:
@@ -53,9 +54,15 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
         proc.wait(5)
 
 
+def spawn_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    # The repository's src first, so a child runs this checkout's code even beside another install.
+    pythonpath = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath, **(env or {})}
+
+
 def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log, "ab")
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = spawn_env(env)
     return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
 
 

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "engine": ("frugalserve.engine.cli", "serve a local Qwen3-VL / Qwen3 checkpoint (built-in model server)"),
     "demo-model": ("frugalserve.engine.demo_model", "write the tiny random-weight demo checkpoint"),
+    "keys": ("frugalserve.commands.keys", "create, list and revoke API keys"),
+    "report": ("frugalserve.commands.report", "GPU cost, tokens and savings from the usage records"),
 }
 
 

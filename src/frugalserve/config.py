@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from frugalserve.accounting.config import AccountingConfig, AuthConfig
+
 ENV_CONFIG = "FRUGALSERVE_CONFIG"
 T = typing.TypeVar("T")
 
@@ -142,6 +144,8 @@ class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     pools: tuple[PoolConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
     # Where the config came from, for messages; not a YAML key.
     source: str = field(default="<built-in>", metadata={"internal": True})
 

@@ -70,5 +70,8 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
             f" (aliases {', '.join(pool.aliases)})" if pool.aliases else "",
             pool.backend.url,
         )
+    from frugalserve.accounting.service import warn_if_open
+
+    warn_if_open(config, listen_host)
     server.run()
     return 0 if server.started else 1

@@ -50,9 +50,7 @@ class EngineProcess:
             *extra,
         ]
         self.log = open(model.parent / f"engine-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_healthy()
 
     def _wait_healthy(self, timeout: float = 90.0) -> None:

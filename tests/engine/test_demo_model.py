@@ -47,8 +47,7 @@ def test_racing_writers_leave_one_complete_text_only_checkpoint(tmp_path: Path) 
     target = tmp_path / "demo-text"
     results: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: results.append(ensure_demo_model(target, text_only=True)))
-        for _ in range(2)
+        threading.Thread(target=lambda: results.append(ensure_demo_model(target, text_only=True))) for _ in range(2)
     ]
     for t in threads:
         t.start()

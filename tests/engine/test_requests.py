@@ -50,9 +50,7 @@ def test_bad_values_name_their_parameter(body: dict, param: str) -> None:
 
 
 def test_images_to_a_text_model_are_refused() -> None:
-    body = {
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]
-    }
+    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]}
     with pytest.raises(InvalidRequest) as err:
         parse(body, vision=False)
     assert err.value.param == "messages[0].content[0].image_url"

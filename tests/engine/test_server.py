@@ -180,9 +180,7 @@ async def test_sleep_waits_for_in_flight_requests_then_drops_memory(engine: Engi
         finished = await running
         assert finished.status_code == 200 and finished.json()["usage"]["completion_tokens"] == 80
         assert (await client.get("/is_sleeping")).json()["is_sleeping"] is True
-        refused = await client.post(
-            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
-        )
+        refused = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_sleeping"
         level1_rss = engine.rss_mb()
 

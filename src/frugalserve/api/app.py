@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from frugalserve.accounting.service import Accounting
 from frugalserve.api import validate
 from frugalserve.api.proxy import (
     ClientGone,
@@ -81,7 +82,10 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.pools = PoolSet(pools if pools is not None else [StaticPool(p) for p in config.pools])
         self.records = RecentRecords()
-        self.sink: RecordSink = sink or self.records
+        # Usage records, replica events (self.events, for the lifecycle), API keys, budgets, rates.
+        self.accounting = Accounting(config, self.clock, self.metrics.registry, self.records)
+        self.events = self.accounting.events
+        self.sink: RecordSink = sink or self.accounting
         gw = config.gateway
         self._upstream_factory = upstream_factory or (
             lambda: HttpUpstream(Timeouts(connect_s=gw.connect_timeout_s, read_s=gw.request_timeout_s))
@@ -96,6 +100,7 @@ class Gateway:
     async def startup(self) -> None:
         self.upstream = self._upstream_factory()
         self.fetchers = {p.name: Fetcher(p.config.limits.fetch) for p in self.pools}
+        await self.accounting.start()
         for pool in self.pools:
             await pool.start()
 
@@ -106,6 +111,7 @@ class Gateway:
             await self.upstream.aclose()
         for fetcher in self.fetchers.values():
             await fetcher.close()
+        await self.accounting.stop()  # after the pools: their last events and every record are written
 
     # -- the OpenAI endpoints ----------------------------------------------------------------------
 
@@ -161,6 +167,7 @@ class Gateway:
         pool = self.pools.resolve(record.model)
         record.pool = pool.name
         self.metrics.in_flight.labels(pool.name).inc()  # _finish, called once per request, decrements
+        await self.accounting.admit(request.headers.get("authorization"), record)
         stream = bool(data.get("stream"))
         record.stream = stream
         client_wants_usage = False
@@ -354,6 +361,13 @@ class Gateway:
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
+    async def admin_usage(self, request: Request) -> Response:
+        try:
+            body = await self.accounting.usage_report(request.headers.get("authorization"), request.query_params)
+        except APIError as exc:
+            return error_response(exc)
+        return Response(orjson.dumps(body), media_type="application/json")
+
 
 class _Endpoint:
     """A raw ASGI endpoint (Starlette would wrap a plain function as request -> response)."""
@@ -402,6 +416,7 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/ui", gateway.ui, methods=["GET"]),
         Route("/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
+        Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -1,0 +1,206 @@
+"""What a gateway builds for accounting: the store, the usage writer, the gate, and the record sink.
+
+The gateway calls :meth:`Accounting.admit` once per request (after the model and pool are known) and
+hands finished records to :meth:`Accounting.submit` (its record sink). Both return without touching the
+database. Replica lifecycle events go to :attr:`Accounting.events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from frugalserve.accounting import store
+from frugalserve.accounting.anomalies import AnomalyDetector
+from frugalserve.accounting.auth import Gate
+from frugalserve.accounting.writer import EventWriter, UsageWriter
+from frugalserve.clock import Clock
+from frugalserve.config import Config
+from frugalserve.errors import InvalidRequest
+from frugalserve.events import EventSink, RecentEvents
+from frugalserve.records import RecentRecords, RequestRecord
+
+log = logging.getLogger("frugalserve.accounting")
+
+# RequestRecord.extra keys that get their own column (other stages set them; see records.py).
+EXTRA_COLUMNS = {
+    "tier": "tier",
+    "routing_reason": "routing_reason",
+    "prompt_text_tokens": "prompt_text_tokens",
+    "prompt_image_tokens": "prompt_image_tokens",
+    "prompt_video_tokens": "prompt_video_tokens",
+    "tokens_saved": "tokens_saved",
+    "image_tokens_saved": "image_tokens_saved",
+    "cold_start_wait_s": "cold_start_wait_s",
+}
+_PRIVATE = ("key_id", "concurrency")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_open(config: Config, host: str) -> bool:
+    """Say loudly when a gateway without auth listens beyond loopback (a local demo is fine)."""
+    if config.auth.enabled or is_loopback(host):
+        return False
+    log.warning(
+        "!!! AUTH IS OFF and the gateway listens on %s: anyone who can reach it can use your GPUs. "
+        "Set auth.enabled: true and create keys with `frugalserve keys create`. !!!",
+        host,
+    )
+    return True
+
+
+class Accounting:
+    def __init__(self, config: Config, clock: Clock, registry: CollectorRegistry, recent: RecentRecords) -> None:
+        self.config = config
+        self.clock = clock
+        self.recent = recent
+        acc = config.accounting
+        self.gateway_id = f"{socket.gethostname()}:{os.getpid()}"[:64]
+        self.engine = store.create_engine(config.gateway.database) if acc.enabled or config.auth.enabled else None
+        self.writer: UsageWriter | None = None
+        self.events: EventSink = RecentEvents()
+        if acc.enabled and self.engine is not None:
+            self.writer = UsageWriter(
+                self.engine,
+                clock,
+                registry,
+                batch_size=acc.batch_size,
+                flush_interval_s=acc.flush_interval_s,
+                spool_path=acc.spool_path,
+                retention_days=acc.retention_days,
+                detector=AnomalyDetector(acc.anomaly_threshold, acc.anomaly_history, acc.anomaly_min_history),
+                on_flushed=self._confirmed,
+            )
+            self.events = EventWriter(self.writer)
+        self._confirmed_seq = 0
+        self.gate = Gate(self.engine, config.auth, acc, clock, confirmed_seq=lambda: self._confirmed_seq)
+        # dollars per second of one replica of each pool
+        self._usd_per_s = {p.name: p.gpu.usd_per_hour * p.gpu.count / 3600 for p in config.pools}
+        self._in_flight: dict[str, int] = {}
+
+    def _confirmed(self, seq: int) -> None:
+        self._confirmed_seq = seq
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.engine is not None:
+            try:
+                await asyncio.to_thread(store.migrate, self.engine)
+            except Exception as exc:
+                if self.config.auth.enabled:
+                    raise  # no keys, no service
+                log.warning("accounting database unavailable at startup (%s); records go to the spool", exc)
+        if self.writer is not None:
+            await self.writer.start()
+        await self.gate.start()
+        if self.config.auth.enabled and not any(k.revoked_at is None for k in self.gate.keys.values()):
+            log.warning("auth is on but there are no active API keys: every request will get 401")
+
+    async def stop(self) -> None:
+        await self.gate.stop()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+
+    # -- the request path ------------------------------------------------------------------------
+
+    async def admit(self, authorization: str | None, record: RequestRecord) -> None:
+        """Authorize the request (raises its 401/403/429) and note it as in flight on its pool."""
+        key = await self.gate.admit(authorization, record.model)
+        if key is not None:
+            record.extra["key_id"] = key.id
+        pool = record.pool or "-"
+        n = self._in_flight.get(pool, 0) + 1
+        self._in_flight[pool] = n
+        record.extra["concurrency"] = n
+
+    def submit(self, record: RequestRecord) -> None:
+        """The gateway's record sink: never blocks."""
+        self.recent.submit(record)
+        extra = record.extra
+        cost = 0.0
+        if "concurrency" in extra:
+            pool = record.pool or "-"
+            end = self._in_flight.get(pool, 1)
+            self._in_flight[pool] = end - 1
+            # Estimate for budgets: the replica's price over the time held, shared with the requests
+            # in flight around it. Reports recompute the exact share from all records and events.
+            share = (extra["concurrency"] + end) / 2
+            cost = self._usd_per_s.get(pool, 0.0) * (record.duration_s or 0.0) / max(1.0, share)
+        if self.writer is None:
+            return
+        seq = self.writer.submit(self.row(record, cost))
+        key_id = extra.get("key_id")
+        if key_id is not None:
+            tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+            self.gate.charge(key_id, cost, tokens, seq)
+
+    def row(self, record: RequestRecord, cost: float) -> dict[str, Any]:
+        extra = record.extra
+        row: dict[str, Any] = {
+            "request_id": record.request_id,
+            "time": record.started_wall,
+            "gateway": self.gateway_id,
+            "key_id": extra.get("key_id"),
+            "endpoint": record.endpoint,
+            "model": record.model,
+            "pool": record.pool,
+            "replica": record.replica,
+            "stream": record.stream,
+            "status": record.status,
+            "error_code": record.error_code,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "duration_s": record.duration_s,
+            "ttft_s": record.ttfb_s,
+            "cost_usd": cost,
+            "anomaly": False,
+        }
+        for k, col in EXTRA_COLUMNS.items():
+            row[col] = extra.get(k)
+        rest = {k: v for k, v in extra.items() if k not in EXTRA_COLUMNS and k not in _PRIVATE}
+        row["extra"] = rest or None
+        return row
+
+    # -- admin -----------------------------------------------------------------------------------
+
+    async def usage_report(self, authorization: str | None, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /admin/usage?since=7d&until=...&by=pool|day|key|model[&anomalies=1]``: the report as JSON."""
+        from frugalserve.accounting import report
+
+        self.gate.check_admin(authorization)
+        if self.engine is None:
+            raise InvalidRequest("Accounting is off (accounting.enabled: false).")
+        now = self.clock.wall()
+        by = query.get("by", "pool")
+        if by not in report.GROUPS:
+            raise InvalidRequest(f"by must be one of {', '.join(report.GROUPS)}.", param="by")
+        try:
+            since = report.parse_when(query["since"], now) if query.get("since") else None
+            until = report.parse_when(query["until"], now) if query.get("until") else now
+        except ValueError as exc:
+            raise InvalidRequest(f"since/until: {exc}", param="since") from None
+        if self.writer is not None:
+            await self.writer.flush()
+        records, events = await asyncio.to_thread(report.load, self.engine, since, until)
+        if query.get("anomalies"):
+            return {"anomalies": report.anomalies(records)}
+        rows = report.build(records, events, report.prices_of(self.config), since, until, by)
+        return {"since": since, "until": until, "by": by, "rows": rows}

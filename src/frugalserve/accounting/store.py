@@ -1,0 +1,168 @@
+"""The accounting database: tables, engine, migrations, and the few queries the gateway needs.
+
+SQLAlchemy Core over a synchronous engine; callers on the event loop run these functions in a thread
+(:func:`asyncio.to_thread`), so the request path never waits on the database. SQLite (a file, WAL) is
+the default; PostgreSQL is chosen by URL (``postgresql://`` is read as ``postgresql+psycopg://``).
+Times are stored as float seconds since the epoch: cheap to compare, the same on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("time", sa.Float, nullable=False),  # request start, epoch seconds
+    sa.Column("gateway", sa.String(64)),
+    sa.Column("key_id", sa.String(32)),
+    sa.Column("endpoint", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("pool", sa.String(100)),
+    sa.Column("replica", sa.String(100)),
+    sa.Column("tier", sa.String(50)),
+    sa.Column("routing_reason", sa.String(200)),
+    sa.Column("stream", sa.Boolean, nullable=False, default=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("prompt_tokens", sa.Integer),
+    sa.Column("prompt_text_tokens", sa.Integer),
+    sa.Column("prompt_image_tokens", sa.Integer),
+    sa.Column("prompt_video_tokens", sa.Integer),
+    sa.Column("completion_tokens", sa.Integer),
+    sa.Column("tokens_saved", sa.Integer),
+    sa.Column("image_tokens_saved", sa.Integer),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("ttft_s", sa.Float),
+    sa.Column("cold_start_wait_s", sa.Float),
+    sa.Column("cost_usd", sa.Float),  # estimate at finish (what budgets count); reports recompute exactly
+    sa.Column("anomaly", sa.Boolean, nullable=False, default=False),
+    sa.Column("extra", sa.JSON),
+    sa.Index("ix_usage_time", "time"),
+    sa.Index("ix_usage_key_time", "key_id", "time"),
+    sa.Index("ix_usage_pool_time", "pool", "time"),
+    sa.Index("ix_usage_model_time", "model", "time"),
+)
+
+replica_events = sa.Table(
+    "replica_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("pool", sa.String(100), nullable=False),
+    sa.Column("replica", sa.String(100), nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=False),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("duration_s", sa.Float),
+    sa.Index("ix_events_pool_time", "pool", "time"),
+    sa.Index("ix_events_time", "time"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("budget_usd_per_day", sa.Float),
+    sa.Column("budget_usd_per_month", sa.Float),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("tpm", sa.Integer),
+    sa.Column("models", sa.Text),  # comma-separated allow-list; NULL: every model
+)
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (psycopg2 is not a dependency)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (reports) never block the writer
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, cheap commits in WAL mode
+    cur.execute("PRAGMA busy_timeout=5000")  # several processes (gateways, CLI) share one file
+    cur.close()
+
+
+def create_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+        path = engine.url.database
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent; safe from several processes on PG)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # two gateways starting at once must not both create the tables
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(60606)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_store(url: str) -> Engine:
+    engine = create_engine(url)
+    migrate(engine)
+    return engine
+
+
+# -- writes -------------------------------------------------------------------------------------------
+
+
+def insert_batch(engine: Engine, records: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]]) -> None:
+    """One transaction for a batch: all of it is written or none (then it is spooled and replayed)."""
+    records, events = list(records), list(events)
+    with engine.begin() as conn:
+        if records:
+            conn.execute(usage_records.insert(), records)
+        if events:
+            conn.execute(replica_events.insert(), events)
+
+
+def delete_older_than(engine: Engine, cutoff: float) -> int:
+    with engine.begin() as conn:
+        n = conn.execute(usage_records.delete().where(usage_records.c.time < cutoff)).rowcount
+        n += conn.execute(replica_events.delete().where(replica_events.c.time < cutoff)).rowcount
+    return int(n or 0)
+
+
+# -- reads --------------------------------------------------------------------------------------------
+
+
+def spend_by_key(conn: Connection, since: float) -> dict[str, float]:
+    c = usage_records.c
+    q = sa.select(c.key_id, sa.func.sum(c.cost_usd)).where(c.time >= since, c.key_id.is_not(None)).group_by(c.key_id)
+    return {k: float(v or 0.0) for k, v in conn.execute(q)}
+
+
+def count_records(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar_one())

@@ -1,0 +1,49 @@
+"""``frugalserve report``: what the GPUs cost, by day, key, pool or model, from the usage records."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from frugalserve import config as cfg
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="config file: prices come from its pools' gpu sections")
+    p.add_argument("--database", metavar="URL", help="database URL (overrides gateway.database)")
+    p.add_argument(
+        "--since", metavar="D", help="start: 2025-03-01, 2025-03-01T12:00, or 7d / 12h (default: first record)"
+    )
+    p.add_argument("--until", metavar="D", help="end, same forms (default: now)")
+    p.add_argument("--by", choices=("day", "key", "pool", "model"), default="pool")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--anomalies", action="store_true", help="list requests flagged as token-count outliers")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = cfg.load(args.config)
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from frugalserve.accounting import report, store
+
+    now = time.time()
+    try:
+        since = report.parse_when(args.since, now) if args.since else None
+        until = report.parse_when(args.until, now) if args.until else now
+    except ValueError as exc:
+        print(f"error: --since/--until: {exc}", file=sys.stderr)
+        return 2
+    engine = store.open_store(args.database or config.gateway.database)
+    try:
+        records, events = report.load(engine, since, until)
+    finally:
+        engine.dispose()
+    if args.anomalies:
+        sys.stdout.write(report.render(report.anomalies(records), args.format))
+        return 0
+    rows = report.build(records, events, report.prices_of(config), since, until, args.by)
+    sys.stdout.write(report.render(rows, args.format))
+    return 0
