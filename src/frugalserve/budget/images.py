@@ -111,7 +111,8 @@ def _decode_resized(img: Image.Image, width: int, height: int, orientation: int)
             img.draft("RGB", (height, width) if rotated else (width, height))
         img.seek(0)  # animations: the first frame
         img.load()
-        img = ImageOps.exif_transpose(img)
+        if orientation != 1:  # exif_transpose copies the pixels even when there is nothing to do
+            img = ImageOps.exif_transpose(img)
         if img.mode not in ("RGB", "L"):
             img = _flatten(img)
         if img.size != (width, height):
