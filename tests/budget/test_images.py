@@ -115,3 +115,36 @@ def test_cache_key_changes_with_the_settings() -> None:
     data = _png(40, 40)
     assert images.image_key(data, ImageLimits()) != images.image_key(data, ImageLimits(max_tokens=512))
     assert images.image_key(data, ImageLimits()) == images.image_key(data, ImageLimits(max_count=3))
+
+
+@pytest.mark.parametrize("use_vips", [True, False])
+@pytest.mark.parametrize(
+    ("w", "h", "budget", "edge"),
+    [
+        (1600, 1200, 1024, 768),
+        (1366, 768, 1024, 768),
+        (1170, 2532, 1024, 768),
+        (4032, 3024, 256, None),
+        (300, 7000, 64, None),
+    ],
+)
+def test_resize_gives_exactly_the_budget_size(
+    monkeypatch: pytest.MonkeyPatch, use_vips: bool, w: int, h: int, budget: int, edge: int | None
+) -> None:
+    if use_vips and images._vips() is None:
+        pytest.skip("libvips is not installed")
+    if not use_vips:
+        monkeypatch.setattr(images, "_vips", lambda: None)
+    th, tw = vision.budget_size(h, w, budget, edge)
+    out = images.resize(Image.linear_gradient("L").resize((w, h)).convert("RGB"), tw, th)
+    assert out.size == (tw, th) and out.mode == "RGB"
+    assert vision.is_processor_size(th, tw)
+
+
+def test_resize_is_antialiased_like_a_good_filter() -> None:
+    # Stripes one pixel wide average to grey when shrunk; an aliasing resize would keep stripes.
+    stripes = Image.new("L", (1600, 1200))
+    stripes.putdata([255 * (x % 2) for _ in range(1200) for x in range(1600)])
+    out = images.resize(stripes.convert("RGB"), 1024, 768).convert("L")
+    lo, hi = out.crop((100, 100, 900, 700)).getextrema()
+    assert 90 <= lo and hi <= 165

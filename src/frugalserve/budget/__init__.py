@@ -9,3 +9,7 @@
 
 Nothing here imports torch or transformers.
 """
+
+# frugalserve.config defines ConfigError and then imports .limits, which needs ConfigError: load config
+# first so that importing a submodule of this package on its own (a test, a benchmark) works.
+import frugalserve.config  # noqa: F401

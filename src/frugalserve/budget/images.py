@@ -7,10 +7,12 @@ whose message is safe to show a client.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -109,16 +111,45 @@ def _decode_resized(img: Image.Image, width: int, height: int, orientation: int)
             img.draft("RGB", (height, width) if rotated else (width, height))
         img.seek(0)  # animations: the first frame
         img.load()
-        img = ImageOps.exif_transpose(img)
+        if orientation != 1:  # exif_transpose copies the pixels even when there is nothing to do
+            img = ImageOps.exif_transpose(img)
         if img.mode not in ("RGB", "L"):
             img = _flatten(img)
         if img.size != (width, height):
-            # Bilinear with a support scaled to the ratio is antialiased; for the 1-2x reductions left after
-            # draft() it looks like bicubic at half the cost.
-            img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            img = resize(img, width, height)
         return img
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"corrupt or truncated image ({exc})") from None
+
+
+def resize(img: Image.Image, width: int, height: int) -> Image.Image:
+    """Resize an RGB or L image to exactly ``width`` x ``height``, antialiased.
+
+    libvips' cubic reduce (kernel scaled to the ratio, vectorised) when it is installed: 2-3x faster than
+    Pillow's bilinear and sharper (docs/benchmarks.md); Pillow otherwise, or if libvips' size is off.
+    """
+    vips = _vips()
+    if vips is not None:
+        bands = len(img.getbands())
+        src = vips.Image.new_from_memory(img.tobytes(), img.width, img.height, bands, "uchar")
+        out = src.resize(width / img.width, vscale=height / img.height, kernel="cubic")
+        if (out.width, out.height) == (width, height) and out.bands == bands:
+            return Image.frombytes(img.mode, (width, height), out.write_to_memory())
+    return img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+@functools.cache
+def _vips() -> Any:
+    """pyvips, set up for the gateway, or None when libvips cannot be loaded."""
+    try:
+        import pyvips
+    except (ImportError, OSError):
+        return None
+    # Images are resized once each (the gateway has its own cache): libvips' operation cache would only
+    # hold their pixels. Each image gets one thread; the gateway resizes several images in parallel.
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(1)
+    return pyvips
 
 
 def _flatten(img: Image.Image) -> Image.Image:

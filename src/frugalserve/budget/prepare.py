@@ -12,13 +12,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from frugalserve.budget import counting, images
+from frugalserve.budget import counting, images, videos, vision
 from frugalserve.budget.fetch import FetchError
 from frugalserve.budget.limits import LimitsConfig
 from frugalserve.errors import ContextLengthExceeded, InvalidRequest
 
 _VISUAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 _IMAGE_TYPES = ("image_url", "image")
+_VIDEO_TYPES = ("video_url", "video")
 
 
 class ImageSource(Protocol):
@@ -35,6 +36,7 @@ class Prepared:
     video_tokens: int = 0
     image_tokens_saved: int = 0  # by resizing and by dropping duplicates
     images: int = 0
+    videos: int = 0
     images_resized: int = 0
     duplicates_dropped: int = 0
     cache_hits: int = 0
@@ -66,14 +68,15 @@ async def prepare_chat(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
-    parts = _image_parts(messages)
+    parts, video_parts = _visual_parts(messages)
     if limits.image.max_count is not None and len(parts) > limits.image.max_count:
         raise InvalidRequest(
             f"{len(parts)} images in the request; this model accepts at most {limits.image.max_count}",
             param="messages",
         )
     processed = await asyncio.gather(*(_process(p, path, limits, fetcher, cache) for p, path, _ in parts))
-    result = Prepared(prompt_tokens=0, text_tokens=0)
+    video_costs = await asyncio.gather(*(_probe_video(p, path, limits, fetcher) for p, path in video_parts))
+    result = Prepared(prompt_tokens=0, text_tokens=0, videos=len(video_parts))
     seen: dict[str, int] = {}
     pads: list[int] = []
     drop: list[tuple[list[Any], dict[str, Any]]] = []
@@ -94,14 +97,14 @@ async def prepare_chat(
     for content, part in drop:
         content.remove(part)
     try:
-        count = counting.count_chat(messages, pads)
+        count = counting.count_chat(messages, pads, video_costs)
     except Exception as exc:  # a malformed message that the template could not render
         raise InvalidRequest(f"cannot render the messages: {exc}", param="messages") from None
     result.prompt_tokens, result.text_tokens = count.total, count.text
     result.image_tokens, result.video_tokens = count.image, count.video
     if limits.max_visual_tokens is not None and count.image + count.video > limits.max_visual_tokens:
         raise InvalidRequest(
-            f"the images cost {count.image + count.video} tokens after resizing; this model accepts at most "
+            f"the images and videos cost {count.image + count.video} tokens after resizing; this model accepts at most "
             f"{limits.max_visual_tokens} per request",
             param="messages",
             code="visual_tokens_exceeded",
@@ -135,9 +138,13 @@ def _is_ids(value: list[Any]) -> bool:
     return all(isinstance(x, int) and not isinstance(x, bool) for x in value)
 
 
-def _image_parts(messages: list[Any]) -> list[tuple[dict[str, Any], str, list[Any]]]:
-    """Check the messages' shape; return each image part with its parameter path and its content list."""
+def _visual_parts(
+    messages: list[Any],
+) -> tuple[list[tuple[dict[str, Any], str, list[Any]]], list[tuple[dict[str, Any], str]]]:
+    """Check the messages' shape; return each image part with its parameter path and its content list, and
+    each video part with its parameter path, in order."""
     found = []
+    found_videos = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise InvalidRequest("each message must be an object with a 'role'", param=f"messages[{i}]")
@@ -156,13 +163,13 @@ def _image_parts(messages: list[Any]) -> list[tuple[dict[str, Any], str, list[An
                     _check_text(part["text"], f"{path}.text")
                 elif kind in _IMAGE_TYPES:
                     found.append((part, f"{path}.image_url", content))
-                elif kind in ("video_url", "video"):
-                    raise InvalidRequest("video inputs are not accepted by this gateway yet", param=path)
+                elif kind in _VIDEO_TYPES:
+                    found_videos.append((part, f"{path}.video_url"))
                 else:
                     raise InvalidRequest(f"unsupported content part type {kind!r}", param=f"{path}.type")
         elif content is not None:
             raise InvalidRequest("'content' must be a string, a list of parts or null", param=f"messages[{i}].content")
-    return found
+    return found, found_videos
 
 
 def _check_text(text: str, path: str) -> None:
@@ -197,6 +204,25 @@ async def _process(
     if cache is not None:
         cache.put(key, item)
     return key, item, 0
+
+
+async def _probe_video(
+    part: dict[str, Any], path: str, limits: LimitsConfig, fetcher: ImageSource
+) -> vision.VideoTokens:
+    """A video part's cost from its container's metadata; the part itself is sent on unchanged."""
+    ref = part.get("video_url") if part["type"] == "video_url" else part.get("video")
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("a video part needs 'video_url.url'", param=path)
+    try:
+        data = await fetcher.fetch(url)
+    except FetchError as exc:
+        raise InvalidRequest(str(exc).replace("image", "video"), param=path, code="invalid_video_url") from None
+    try:
+        info = await asyncio.to_thread(videos.probe, data, limits.image.max_input_pixels)
+        return info.tokens()
+    except videos.VideoError as exc:
+        raise InvalidRequest(str(exc), param=path, code="invalid_video") from None
 
 
 def _apply_caps(body: dict[str, Any], result: Prepared, limits: LimitsConfig, param: str, longest: int = 0) -> None:
