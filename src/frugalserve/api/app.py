@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from frugalserve.api import validate
+from frugalserve.api import admin, validate
+from frugalserve.api.holding import HeldStreamResponse
 from frugalserve.api.proxy import (
     ClientGone,
     StreamingProxyResponse,
@@ -34,6 +35,9 @@ from frugalserve.api.proxy import (
 from frugalserve.clock import Clock, SystemClock
 from frugalserve.config import Config
 from frugalserve.errors import APIError, PayloadTooLarge, UpstreamError, UpstreamTimeout, error_response
+from frugalserve.events import EventSink, RecentEvents
+from frugalserve.lifecycle.metrics import LifecycleMetrics
+from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
@@ -67,11 +71,18 @@ class Gateway:
         pools: list[Pool] | None = None,
         upstream_factory: Callable[[], Upstream] | None = None,
         sink: RecordSink | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = GatewayMetrics()
-        self.pools = PoolSet(pools if pools is not None else [StaticPool(p) for p in config.pools])
+        # Replica transitions; the lead wires the database sink here. RecentEvents also serves tests.
+        self.events: EventSink = events if events is not None else RecentEvents()
+        self.lifecycle_metrics = LifecycleMetrics(self.metrics.registry)
+        if pools is None:
+            managed = build_managed_pools(config, self.clock, self.events, self.lifecycle_metrics)
+            pools = [managed.get(p.name) or StaticPool(p) for p in config.pools]
+        self.pools = PoolSet(pools)
         self.records = RecentRecords()
         self.sink: RecordSink = sink or self.records
         gw = config.gateway
@@ -156,7 +167,24 @@ class Gateway:
             data["stream_options"] = {**opts, "include_usage": True}
         data["model"] = pool.config.served_model
 
+        if stream and not pool.is_ready():  # cold: start the SSE response now, keep it alive while held
+            headers = {POOL_HEADER: pool.name, REQUEST_ID_HEADER: record.request_id}
+            return HeldStreamResponse(self, request, pool, record, data, path, client_wants_usage, headers)
         lease = await pool.acquire()
+        return await self._forward(request, pool, lease, path, data, record, stream, client_wants_usage)
+
+    async def _forward(
+        self,
+        request: Request,
+        pool: Pool,
+        lease: Lease,
+        path: str,
+        data: dict[str, Any],
+        record: RequestRecord,
+        stream: bool,
+        client_wants_usage: bool,
+    ) -> Response | StreamingProxyResponse:
+        """Send the request to the leased replica; the lease is released when the response ends."""
         try:
             target = lease.target
             record.replica = target.replica
@@ -345,6 +373,7 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/v1/models", gateway.models, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        *admin.routes(gateway.pools),
     ]
     app = Starlette(
         routes=routes,
