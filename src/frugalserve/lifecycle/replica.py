@@ -49,7 +49,7 @@ from frugalserve.lifecycle.provisioner import Provisioner, StartFailed
 
 log = logging.getLogger("frugalserve.lifecycle")
 
-Kind = Literal["up", "sleep", "stop", "evict", "exited", "kick", "shutdown"]
+Kind = Literal["up", "sleep", "stop", "evict", "exited", "kick"]
 UNHEALTHY_AFTER = 3  # failed health probes in a row
 
 
@@ -116,14 +116,14 @@ class Replica:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"replica {self.name}")
 
     async def shutdown(self) -> None:
-        """Stop the backend and end the owner task (gateway shutdown)."""
-        if self._task is None:
+        """End the owner task, whatever it is doing (a start included), and stop the backend."""
+        task, self._task = self._task, None
+        if task is None:
             await self.provisioner.aclose()
             return
-        with contextlib.suppress(Exception):
-            await self._ask("shutdown", "shutdown")
-        await self._task
-        self._task = None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def ensure_ready(self, reason: str = "request") -> None:
         """Return once the replica is ready (see the module docstring); raise 503 when it cannot start."""
@@ -237,11 +237,6 @@ class Replica:
                 if cmd is None:
                     await self._on_timer()
                     continue
-                if cmd.kind == "shutdown":
-                    await self._stop("shutdown")
-                    self._resolve(cmd, "stopped")
-                    self._fail_mail(ServiceUnavailable(f"pool {self.pool!r} is shutting down."))
-                    return
                 try:
                     result = await self._handle(cmd)
                 except Exception as exc:
@@ -249,9 +244,12 @@ class Replica:
                 else:
                     self._resolve(cmd, result)
         finally:
-            await self.provisioner.aclose()
+            self._fail_mail(ServiceUnavailable(f"pool {self.pool!r} is shutting down."))
             if self._watcher is not None:
                 self._watcher.cancel()
+            await self.provisioner.aclose()
+            if self.state != "stopped":
+                self._set_state("stopped", "shutdown")
 
     async def _handle(self, cmd: _Command) -> Any:
         if cmd.kind == "up":
