@@ -16,6 +16,7 @@ import httpx
 
 TESTS = Path(__file__).parent
 FAKE_UPSTREAM = TESTS / "fake_upstream.py"
+SRC = TESTS.parent / "src"
 
 
 def free_port() -> int:
@@ -55,7 +56,9 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
 
 def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log, "ab")
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # this checkout's src first: a venv's editable install may point at another checkout
+    pythonpath = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath, **(env or {})}
     return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
 
 
