@@ -81,7 +81,7 @@ class BackendConfig:
         if self.url is None and self.command is None:
             raise ConfigError(f"{path}.url", "required: url (a running server) or command (a managed one)")
         if self.url is not None and self.command is not None:
-            raise ConfigError(f"{path}.command", "set either url (a running server) or command (a managed one), not both")
+            raise ConfigError(f"{path}.command", "set url (a running server) or command (a managed one), not both")
         if self.url is not None:
             _check_url(f"{path}.url", self.url)
         if self.command is not None and "{port}" not in self.command and self.port is None:
