@@ -102,7 +102,7 @@ def _with_level(pool: cfg.PoolConfig, level: int) -> cfg.PoolConfig:
     return dataclasses.replace(pool, lifecycle=dataclasses.replace(pool.lifecycle, sleep_level=level))
 
 
-async def main() -> None:
+async def main() -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cycles", type=int, default=20)
     p.add_argument("--json", help="write the results here too")
@@ -113,16 +113,18 @@ async def main() -> None:
         results.append(await run_backend("fake", fake, "fake-model", args.cycles, Path(tmp)))
         if importlib.util.find_spec("frugalserve.engine") is not None:
             model_dir = Path(tmp) / "demo-model"
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "frugalserve", "demo-model", str(model_dir))
+            argv = (sys.executable, "-m", "frugalserve", "demo-model", str(model_dir))
+            proc = await asyncio.create_subprocess_exec(*argv)
             await proc.wait()
             engine = f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir} --port {{port}}"
             results.append(await run_backend("engine", engine, "qwen3-vl-demo", max(3, args.cycles // 4), Path(tmp)))
         else:
             print("frugalserve.engine not importable: engine rows skipped", file=sys.stderr)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    out = asyncio.run(main())
+    print(json.dumps(out, indent=2))
+    if "--json" in sys.argv:
+        Path(sys.argv[sys.argv.index("--json") + 1]).write_text(json.dumps(out, indent=2))

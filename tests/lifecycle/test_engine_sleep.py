@@ -19,10 +19,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.engine]
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("engine") / "demo-model"
+    subprocess.run([sys.executable, "-m", "frugalserve", "demo-model", str(path)], check=True, timeout=120)
+    return path
+
+
 @pytest.mark.parametrize("level", [1, 2])
-async def test_engine_sleeps_and_wakes_through_the_gateway(tmp_path: Path, level: int) -> None:
-    model_dir = tmp_path / "demo-model"
-    subprocess.run([sys.executable, "-m", "frugalserve", "demo-model", str(model_dir)], check=True, timeout=120)
+async def test_engine_sleeps_and_wakes_through_the_gateway(tmp_path: Path, model_dir: Path, level: int) -> None:
     command = f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir} --port {{port}}"
     config = cfg.load_text(
         f"pools:\n  - name: demo\n    model: demo\n"
