@@ -263,7 +263,7 @@ class Replica:
         if cmd.kind in ("sleep", "stop"):
             if self.state == "ready" and self.in_flight > 0:
                 if self._drain is None or self._drain.action != cmd.kind:
-                    self._drain = _Drain(cmd.kind, cmd.reason)  # type: ignore[arg-type]
+                    self._drain = _Drain(cmd.kind, cmd.reason)
                 assert cmd.future is not None
                 self._drain.futures.append(cmd.future)
                 cmd.future = None  # resolved when the drain ends
