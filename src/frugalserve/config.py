@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from frugalserve.accounting.config import AccountingConfig, AuthConfig
+from frugalserve.lifecycle.config import LifecycleConfig
 
 ENV_CONFIG = "FRUGALSERVE_CONFIG"
 T = typing.TypeVar("T")
@@ -66,18 +67,36 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """Where a pool's model server is: a URL someone else runs."""
+    """A pool's model server: a URL someone else runs (`url`), or a process the gateway manages (`command`)."""
 
     url: str | None = None
+    # Managed: a command line with {port} (and {model}) placeholders, started on demand (docs/lifecycle.md).
+    command: str | None = None
+    port: int | None = None  # managed: fixed port for {port}; default: a free port at each start
+    env: Mapping[str, str] = field(default_factory=dict)  # managed: extra environment of the process
+    startup_timeout_s: float = 600.0  # managed: from launch until health_path answers 200
+    stop_timeout_s: float = 15.0  # managed: SIGTERM, then SIGKILL of the process group after this long
+    sleep_api: Literal["auto", "vllm", "none"] = "auto"  # managed: vLLM's /sleep and /wake_up; auto = probe
+    log_dir: str = "logs"  # managed: <log_dir>/<pool>-<replica>.log gets the process output
     # Path probed to decide a backend is alive (vLLM and the built-in engine: /health).
     health_path: str = "/health"
     # Extra headers sent upstream (e.g. an upstream API key).
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
-        if self.url is None:
-            raise ConfigError(f"{path}.url", "required")
-        _check_url(f"{path}.url", self.url)
+        if self.url is None and self.command is None:
+            raise ConfigError(f"{path}.url", "required: url (a running server) or command (a managed one)")
+        if self.url is not None and self.command is not None:
+            raise ConfigError(f"{path}.command", "set url (a running server) or command (a managed one), not both")
+        if self.url is not None:
+            _check_url(f"{path}.url", self.url)
+        if self.command is not None and "{port}" not in self.command and self.port is None:
+            raise ConfigError(f"{path}.command", "must contain {port} (or set backend.port)")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError(f"{path}.port", "must be between 1 and 65535")
+        for name in ("startup_timeout_s", "stop_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{path}.{name}", "must be > 0")
         if not self.health_path.startswith("/"):
             raise ConfigError(f"{path}.health_path", "must start with '/'")
 
@@ -127,6 +146,8 @@ class PoolConfig:
     # "none": any other model, passed through uncounted (the limits below then do not apply).
     tokenizer: Literal["qwen3", "none"] = "qwen3"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # Managed backends only: idle ladder, holding, prewarm (frugalserve.lifecycle.config).
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
 
     def validate(self, path: str) -> None:
         if not self.name:

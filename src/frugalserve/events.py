@@ -34,3 +34,14 @@ class RecentEvents:
 
     def submit(self, event: ReplicaEvent) -> None:
         self.events.append(event)
+
+
+class FanoutEvents:
+    """Hands each event to several sinks (the database writer and the in-memory history)."""
+
+    def __init__(self, sinks: list[EventSink]) -> None:
+        self.sinks = sinks
+
+    def submit(self, event: ReplicaEvent) -> None:
+        for sink in self.sinks:
+            sink.submit(event)

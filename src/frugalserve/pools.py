@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from frugalserve.config import PoolConfig
-from frugalserve.errors import NotFound
+from frugalserve.errors import APIError, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,18 @@ class Pool(Protocol):
     config: PoolConfig
 
     async def acquire(self) -> Lease: ...
+
+    def is_ready(self) -> bool:
+        """True when acquire() would not wait (a cold pool makes streaming clients wait with keep-alives)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """State for GET /admin/pools."""
+        ...
+
+    async def wake(self, reason: str = "admin", wait: bool = False) -> None: ...
+
+    async def sleep(self, reason: str = "admin", stop: bool = False) -> str: ...
 
     async def start(self) -> None: ...
 
@@ -72,6 +84,24 @@ class StaticPool:
     async def acquire(self) -> Lease:
         self.in_flight += 1
         return _StaticLease(self)
+
+    def is_ready(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.config.model,
+            "managed": False,
+            "queue_length": 0,
+            "replicas": [{"name": self.target.replica, "state": "external", "in_flight": self.in_flight}],
+        }
+
+    async def wake(self, reason: str = "admin", wait: bool = False) -> None:
+        raise APIError(f"pool {self.name!r} is an external server; it cannot be woken.", status=409, code="not_managed")
+
+    async def sleep(self, reason: str = "admin", stop: bool = False) -> str:
+        raise APIError(f"pool {self.name!r} is an external server; it cannot sleep.", status=409, code="not_managed")
 
     async def start(self) -> None:
         pass

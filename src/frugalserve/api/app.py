@@ -24,7 +24,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from frugalserve.accounting.service import Accounting
-from frugalserve.api import validate
+from frugalserve.api import admin, validate
+from frugalserve.api.holding import HeldStreamResponse
 from frugalserve.api.proxy import (
     ClientGone,
     StreamingProxyResponse,
@@ -40,6 +41,9 @@ from frugalserve.budget.prepare import Prepared, prepare_chat, prepare_completio
 from frugalserve.clock import Clock, SystemClock
 from frugalserve.config import Config
 from frugalserve.errors import APIError, PayloadTooLarge, UpstreamError, UpstreamTimeout, error_response
+from frugalserve.events import EventSink, FanoutEvents, RecentEvents
+from frugalserve.lifecycle.metrics import LifecycleMetrics
+from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
@@ -76,15 +80,24 @@ class Gateway:
         pools: list[Pool] | None = None,
         upstream_factory: Callable[[], Upstream] | None = None,
         sink: RecordSink | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = GatewayMetrics()
-        self.pools = PoolSet(pools if pools is not None else [StaticPool(p) for p in config.pools])
         self.records = RecentRecords()
-        # Usage records, replica events (self.events, for the lifecycle), API keys, budgets, rates.
+        # Usage records, replica events, API keys, budgets, rates.
         self.accounting = Accounting(config, self.clock, self.metrics.registry, self.records)
-        self.events = self.accounting.events
+        # Replica transitions go to the database (accounting) and stay in memory for the admin API.
+        self.recent_events = RecentEvents()
+        self.events: EventSink = FanoutEvents(
+            [self.recent_events, self.accounting.events, *([events] if events is not None else [])]
+        )
+        self.lifecycle_metrics = LifecycleMetrics(self.metrics.registry)
+        if pools is None:
+            managed = build_managed_pools(config, self.clock, self.events, self.lifecycle_metrics)
+            pools = [managed.get(p.name) or StaticPool(p) for p in config.pools]
+        self.pools = PoolSet(pools)
         self.sink: RecordSink = sink or self.accounting
         gw = config.gateway
         self._upstream_factory = upstream_factory or (
@@ -178,7 +191,25 @@ class Gateway:
         data["model"] = pool.config.served_model
         prepared = await self._prepare(pool, kind, data, record)
 
+        if stream and not pool.is_ready():  # cold: start the SSE response now, keep it alive while held
+            headers = {POOL_HEADER: pool.name, REQUEST_ID_HEADER: record.request_id}
+            return HeldStreamResponse(self, request, pool, record, data, path, client_wants_usage, headers, prepared)
         lease = await pool.acquire()
+        return await self._forward(request, pool, lease, path, data, record, stream, client_wants_usage, prepared)
+
+    async def _forward(
+        self,
+        request: Request,
+        pool: Pool,
+        lease: Lease,
+        path: str,
+        data: dict[str, Any],
+        record: RequestRecord,
+        stream: bool,
+        client_wants_usage: bool,
+        prepared: Prepared | None,
+    ) -> Response | StreamingProxyResponse:
+        """Send the request to the leased replica; the lease is released when the response ends."""
         try:
             target = lease.target
             record.replica = target.replica
@@ -417,6 +448,7 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/ui", gateway.ui, methods=["GET"]),
         Route("/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
         Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
+        *admin.routes(gateway.pools),
     ]
     app = Starlette(
         routes=routes,

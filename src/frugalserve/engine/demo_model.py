@@ -121,8 +121,8 @@ def write_demo_model(directory: str | Path, *, text_only: bool = False) -> Path:
             "num_position_embeddings": 2304,
             "deepstack_visual_indexes": [0],
         }
-        config = Qwen3VLConfig(text_config=_text_config(vl=True), vision_config=vision, tie_word_embeddings=True)
-        model = Qwen3VLForConditionalGeneration(config)
+        config = Qwen3VLConfig(text_config=_text_config(vl=True), vision_config=vision, tie_word_embeddings=True)  # type: ignore[assignment]
+        model = Qwen3VLForConditionalGeneration(config)  # type: ignore[assignment,arg-type]
     setattr(config, DEMO_MARKER, True)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)

@@ -137,7 +137,7 @@ class ModelRunner:
 
         cls = AutoModelForImageTextToText if self.is_vision else AutoModelForCausalLM
         dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
-        self.model = cls.from_pretrained(self.path, dtype=dtype).to(self.device).eval()
+        self.model = cls.from_pretrained(self.path, dtype=dtype).to(self.device).eval()  # type: ignore[arg-type]
         if self.is_vision:
             inner = self.model.model
             inner.get_image_features = self.vision_cache.wrap(inner.get_image_features)

@@ -1,0 +1,59 @@
+"""An in-process stand-in for a backend process (a Provisioner), for lifecycle tests on a ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from frugalserve.clock import Clock
+from frugalserve.lifecycle.provisioner import StartFailed
+
+
+class FakeProvisioner:
+    def __init__(self, clock: Clock, start_s: float = 5.0, wake_s: float = 0.5, can_sleep: bool = True) -> None:
+        self.clock = clock
+        self.start_s = start_s
+        self.wake_s = wake_s
+        self.can_sleep = can_sleep
+        self.calls: list[str] = []
+        self.fail_starts = 0
+        self.running = False
+        self._exit: asyncio.Future[int] | None = None
+
+    async def start(self) -> str:
+        self.calls.append("start")
+        await self.clock.sleep(self.start_s)
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise StartFailed("fake start failure")
+        self.running = True
+        self._exit = asyncio.get_running_loop().create_future()
+        return "http://127.0.0.1:1"
+
+    async def stop(self) -> None:
+        if self.running:
+            self.calls.append("stop")
+        self.running = False
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(0)
+
+    async def sleep(self, level: int) -> None:
+        self.calls.append(f"sleep{level}")
+
+    async def wake(self) -> None:
+        self.calls.append("wake")
+        await self.clock.sleep(self.wake_s)
+
+    async def healthy(self) -> bool:
+        return self.running
+
+    async def wait_exit(self) -> int:
+        assert self._exit is not None
+        return await self._exit
+
+    def crash(self) -> None:
+        self.running = False
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(-9)
+
+    async def aclose(self) -> None:
+        await self.stop()
