@@ -28,7 +28,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("level", [1, 2])
 async def test_engine_sleeps_and_wakes_through_the_gateway(tmp_path: Path, model_dir: Path, level: int) -> None:
-    command = f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir} --port {{port}}"
+    command = f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir} --served-model-name demo --port {{port}}"
     config = cfg.load_text(
         f"pools:\n  - name: demo\n    model: demo\n"
         f"    backend: {{command: {command!r}, log_dir: {str(tmp_path)!r}, startup_timeout_s: 120}}\n"
@@ -45,7 +45,7 @@ async def test_engine_sleeps_and_wakes_through_the_gateway(tmp_path: Path, model
             assert (await c.post("/admin/pools/demo/sleep")).json()["result"] == "sleeping"
             r = await c.post("/v1/chat/completions", json=CHAT)
             assert r.status_code == 200 and "x-frugalserve-cold-start-ms" in r.headers
-            kinds = [(e.from_state, e.to_state, e.reason) for e in gateway.events.events]  # type: ignore[attr-defined]
+            kinds = [(e.from_state, e.to_state, e.reason) for e in gateway.recent_events.events]
             assert ("sleeping", "starting", "wake") in kinds
     finally:
         await gateway.shutdown()

@@ -116,7 +116,7 @@ async def test_idle_ladder_sleeps_then_stops_and_a_request_wakes_it(tmp_path: Pa
         assert starts(tmp_path, "a") == 1
         await asyncio.sleep(2.6)
         assert state(gateway, "a") == "stopped"
-        reasons = [(e.to_state, e.reason) for e in gateway.events.events]  # type: ignore[attr-defined]
+        reasons = [(e.to_state, e.reason) for e in gateway.recent_events.events]
         assert ("sleeping", "idle_sleep") in reasons and ("stopped", "idle_stop") in reasons
 
 
@@ -145,7 +145,7 @@ async def test_long_stream_survives_an_idle_deadline(tmp_path: Path, gateway_for
         r = await client.post("/v1/chat/completions", json=body)
         assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n") and '"error"' not in r.text
         assert r.text.count("chat.completion.chunk") >= 15
-        transitions = [e.to_state for e in gateway.events.events]  # type: ignore[attr-defined]
+        transitions = [e.to_state for e in gateway.recent_events.events]
         assert transitions == ["starting", "ready"], "nothing was put down while the stream ran"
 
 
