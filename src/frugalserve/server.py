@@ -63,15 +63,8 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
         "frugalserve gateway on http://%s:%d (config: %s)", listen_host, port or config.gateway.port, config.source
     )
     for pool in config.pools:
-        log.info(
-            "pool %s: model %s%s -> %s",
-            pool.name,
-            pool.model,
-            f" (aliases {', '.join(pool.aliases)})" if pool.aliases else "",
-            pool.backend.url,
-        )
-    from frugalserve.accounting.service import warn_if_open
-
-    warn_if_open(config, listen_host)
+        where = pool.backend.url or f"managed: {pool.backend.command}"
+        aliases = f" (aliases {', '.join(pool.aliases)})" if pool.aliases else ""
+        log.info("pool %s: model %s%s -> %s", pool.name, pool.model, aliases, where)
     server.run()
     return 0 if server.started else 1

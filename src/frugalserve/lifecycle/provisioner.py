@@ -90,7 +90,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class CommandProvisioner:
-    """Runs ``backend.command`` (``{port}`` and ``{model}`` filled in) for one replica."""
+    """Runs ``backend.command`` (``{port}``, ``{model}`` and ``{python}`` filled in) for one replica."""
 
     def __init__(self, pool: PoolConfig, replica: str, clock: Clock) -> None:
         self.pool = pool
@@ -107,6 +107,8 @@ class CommandProvisioner:
     def argv(self, port: int) -> list[str]:
         assert self.backend.command is not None
         line = self.backend.command.replace("{port}", str(port)).replace("{model}", self.pool.model)
+        # {python}: the gateway's own interpreter, so a frugalserve engine runs from the same environment.
+        line = line.replace("{python}", shlex.quote(sys.executable))
         return shlex.split(line)
 
     async def start(self) -> str:
