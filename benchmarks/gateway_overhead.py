@@ -146,6 +146,7 @@ async def main() -> None:
     p.add_argument("--litellm", default=shutil.which("litellm"))
     p.add_argument("--rates", default="50,100,200,300,400,500,750,1000,1250,1500,2000,2500,3000")
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--gateway-yaml", default="", help="extra top-level YAML for the gateway's config")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-"))
     started: list[subprocess.Popen[bytes]] = []
@@ -161,7 +162,8 @@ async def main() -> None:
         gw_port = procs.free_port()
         (tmp / "gw.yaml").write_text(
             "gateway: {log_level: warning}\n"
-            f"pools:\n  - {{name: bench, model: bench, backend: {{url: '{upstream}'}}}}\n"
+            + (args.gateway_yaml + "\n" if args.gateway_yaml else "")
+            + f"pools:\n  - {{name: bench, model: bench, backend: {{url: '{upstream}'}}}}\n"
         )
         gw = procs.spawn(
             [sys.executable, "-m", "frugalserve", "up", "--config", str(tmp / "gw.yaml"), "--port", str(gw_port)],

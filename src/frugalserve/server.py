@@ -57,6 +57,9 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     logging.basicConfig(
         level=config.gateway.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The usage writer works in a thread; give the event loop the GIL back within 1 ms instead of Python's
+    # default 5 ms, which otherwise shows up as 5 ms stalls in the request path's p99.
+    sys.setswitchinterval(0.001)
     server = GatewayServer(uvicorn_config(config, host, port))
     listen_host = host or config.gateway.host
     log.info(
