@@ -116,7 +116,10 @@ async def main() -> list[dict[str, Any]]:
             argv = (sys.executable, "-m", "frugalserve", "demo-model", str(model_dir))
             proc = await asyncio.create_subprocess_exec(*argv)
             await proc.wait()
-            engine = f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir} --served-model-name {{model}} --port {{port}}"
+            engine = (
+                f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir}"
+                " --served-model-name {model} --port {port}"
+            )
             results.append(await run_backend("engine", engine, "qwen3-vl-demo", max(3, args.cycles // 4), Path(tmp)))
         else:
             print("frugalserve.engine not importable: engine rows skipped", file=sys.stderr)
