@@ -27,6 +27,7 @@ from frugalserve.accounting.service import Accounting
 from frugalserve.api import admin, validate
 from frugalserve.api.holding import HeldStreamResponse
 from frugalserve.api.proxy import (
+    CLIENT_CLOSED,
     ClientGone,
     StreamingProxyResponse,
     merge_usage_details,
@@ -58,8 +59,6 @@ NOTES_HEADER = "x-frugalserve-notes"
 # Non-streaming upstream bodies are read whole to capture usage; bound them.
 MAX_UPSTREAM_BODY = 256 * 1024 * 1024
 _UI_PAGE = Path(__file__).parent.parent / "ui" / "index.html"
-# 499 (nginx's "client closed request") in metrics and records for requests whose client left.
-CLIENT_CLOSED = 499
 
 
 def _request_id(request: Request) -> str:

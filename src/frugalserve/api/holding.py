@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from frugalserve.api.proxy import ClientGone
+from frugalserve.api.proxy import CLIENT_CLOSED, ClientGone, wait_disconnect
 from frugalserve.errors import APIError, error_response
 from frugalserve.pools import Lease, Pool
 from frugalserve.records import RequestRecord
@@ -25,13 +25,6 @@ from frugalserve.records import RequestRecord
 log = logging.getLogger("frugalserve.gateway")
 
 KEEPALIVE = b": waiting for a replica\n\n"
-CLIENT_CLOSED = 499
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        if (await receive())["type"] == "http.disconnect":
-            return
 
 
 class HeldStreamResponse:
@@ -94,7 +87,7 @@ class HeldStreamResponse:
         clock = self.gateway.clock
         keepalive_s = self.pool.config.lifecycle.keepalive_s
         acquire = asyncio.ensure_future(self.pool.acquire())
-        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        gone = asyncio.ensure_future(wait_disconnect(receive))
         try:
             await self._start(send)
             while True:

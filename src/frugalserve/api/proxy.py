@@ -23,11 +23,15 @@ _EVENT_END = b"\n\n"
 T = TypeVar("T")
 
 
+# 499 (nginx's "client closed request") in metrics and records for requests whose client left.
+CLIENT_CLOSED = 499
+
+
 class ClientGone(Exception):
     """The client disconnected before its response ended."""
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def wait_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -37,7 +41,7 @@ async def _wait_disconnect(receive: Receive) -> None:
 async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work`` unless the client disconnects first; then cancel it and raise :class:`ClientGone`."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    watcher = asyncio.ensure_future(wait_disconnect(receive))
     try:
         done, _ = await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
