@@ -68,18 +68,18 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def decode_data_url(url: str, max_bytes: int) -> bytes:
+def decode_data_url(url: str, max_bytes: int, what: str = "image") -> bytes:
     head, sep, payload = url.partition(",")
     if not sep:
         raise FetchError("malformed data: URL (no comma)")
     if len(payload) * 3 // 4 > max_bytes + 3:
-        raise FetchError(f"image is larger than {max_bytes} bytes")
+        raise FetchError(f"{what} is larger than {max_bytes} bytes")
     try:
         data = base64.b64decode(payload, validate=False) if head.endswith(";base64") else unquote_to_bytes(payload)
     except (binascii.Error, ValueError):
         raise FetchError("malformed data: URL (bad base64)") from None
     if len(data) > max_bytes:
-        raise FetchError(f"image is larger than {max_bytes} bytes")
+        raise FetchError(f"{what} is larger than {max_bytes} bytes")
     return data
 
 
@@ -108,16 +108,17 @@ class Fetcher:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def fetch(self, url: str) -> bytes:
+    async def fetch(self, url: str, what: str = "image") -> bytes:
+        """The bytes at ``url``; ``what`` ("image", "video") names the thing in error messages."""
         if url.startswith("data:"):
-            return decode_data_url(url, self.limits.max_bytes)
+            return decode_data_url(url, self.limits.max_bytes, what)
         if not self.limits.allow_http:
             raise FetchError("only data: URLs are accepted")
         try:
             async with asyncio.timeout(self.limits.timeout_s):
-                return await self._fetch_http(url)
+                return await self._fetch_http(url, what)
         except TimeoutError:
-            raise FetchError(f"fetching the image took longer than {self.limits.timeout_s:g} s") from None
+            raise FetchError(f"fetching the {what} took longer than {self.limits.timeout_s:g} s") from None
 
     def _check(self, url: str) -> None:
         parts = urlsplit(url)
@@ -132,7 +133,7 @@ class Fetcher:
         if not host_allowed(host, self.limits.allow_hosts) and not is_public_address(str(ip)):
             raise FetchError(f"address {host} is not public; refused")
 
-    async def _fetch_http(self, url: str) -> bytes:
+    async def _fetch_http(self, url: str, what: str) -> bytes:
         session = self._client()
         for _ in range(self.limits.max_redirects + 1):
             self._check(url)
@@ -142,25 +143,25 @@ class Fetcher:
                         url = urljoin(url, resp.headers["Location"])
                         continue
                     if resp.status != 200:
-                        raise FetchError(f"fetching the image failed: HTTP {resp.status}")
-                    return await self._read(resp)
+                        raise FetchError(f"fetching the {what} failed: HTTP {resp.status}")
+                    return await self._read(resp, what)
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, FetchError):
                     raise exc.os_error from None
                 raise FetchError(f"cannot connect to {urlsplit(url).hostname}") from None
             except aiohttp.ClientError as exc:
-                raise FetchError(f"fetching the image failed ({type(exc).__name__})") from None
+                raise FetchError(f"fetching the {what} failed ({type(exc).__name__})") from None
         raise FetchError(f"more than {self.limits.max_redirects} redirects")
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
         limit = self.limits.max_bytes
         if resp.content_length is not None and resp.content_length > limit:
-            raise FetchError(f"image is larger than {limit} bytes")
+            raise FetchError(f"{what} is larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(65536):
             size += len(chunk)
             if size > limit:
-                raise FetchError(f"image is larger than {limit} bytes")
+                raise FetchError(f"{what} is larger than {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)

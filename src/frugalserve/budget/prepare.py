@@ -23,7 +23,7 @@ _VIDEO_TYPES = ("video_url", "video")
 
 
 class ImageSource(Protocol):
-    async def fetch(self, url: str) -> bytes: ...
+    async def fetch(self, url: str, what: str = "image") -> bytes: ...
 
 
 @dataclass
@@ -178,6 +178,19 @@ def _check_text(text: str, path: str) -> None:
             raise InvalidRequest(f"text must not contain the special token {tok}", param=path)
 
 
+async def _fetch_part(part: dict[str, Any], kind: str, path: str, fetcher: ImageSource) -> bytes:
+    """The bytes of an image or video part (``{kind}_url`` or ``{kind}``); fetch errors name the part."""
+    ref = part.get(f"{kind}_url") if part["type"] == f"{kind}_url" else part.get(kind)
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    article = "an" if kind == "image" else "a"
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"{article} {kind} part needs '{kind}_url.url'", param=path)
+    try:
+        return await fetcher.fetch(url, kind)
+    except FetchError as exc:
+        raise InvalidRequest(str(exc), param=path, code=f"invalid_{kind}_url") from None
+
+
 async def _process(
     part: dict[str, Any],
     path: str,
@@ -185,14 +198,7 @@ async def _process(
     fetcher: ImageSource,
     cache: images.PreprocessCache | None,
 ) -> tuple[str, images.ProcessedImage, int]:
-    ref = part.get("image_url") if part["type"] == "image_url" else part.get("image")
-    url = ref.get("url") if isinstance(ref, dict) else ref
-    if not isinstance(url, str) or not url:
-        raise InvalidRequest("an image part needs 'image_url.url'", param=path)
-    try:
-        data = await fetcher.fetch(url)
-    except FetchError as exc:
-        raise InvalidRequest(str(exc), param=path, code="invalid_image_url") from None
+    data = await _fetch_part(part, "image", path, fetcher)
     key = images.image_key(data, limits.image)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
@@ -210,14 +216,7 @@ async def _probe_video(
     part: dict[str, Any], path: str, limits: LimitsConfig, fetcher: ImageSource
 ) -> vision.VideoTokens:
     """A video part's cost from its container's metadata; the part itself is sent on unchanged."""
-    ref = part.get("video_url") if part["type"] == "video_url" else part.get("video")
-    url = ref.get("url") if isinstance(ref, dict) else ref
-    if not isinstance(url, str) or not url:
-        raise InvalidRequest("a video part needs 'video_url.url'", param=path)
-    try:
-        data = await fetcher.fetch(url)
-    except FetchError as exc:
-        raise InvalidRequest(str(exc).replace("image", "video"), param=path, code="invalid_video_url") from None
+    data = await _fetch_part(part, "video", path, fetcher)
     try:
         info = await asyncio.to_thread(videos.probe, data, limits.image.max_input_pixels)
         return info.tokens()

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from frugalserve import config as cfg
+from frugalserve.commands import load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -11,10 +10,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = cfg.load(args.file)
-    except cfg.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = load_config(args.file)
+    if config is None:
         return 2
     print(f"{config.source}: ok, {len(config.pools)} pool(s): {', '.join(p.name for p in config.pools)}")
     return 0

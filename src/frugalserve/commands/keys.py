@@ -9,7 +9,7 @@ import time
 
 import orjson
 
-from frugalserve import config as cfg
+from frugalserve.commands import load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -35,10 +35,8 @@ def _when(t: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = cfg.load(args.config)
-    except cfg.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = load_config(args.config)
+    if config is None:
         return 2
     from frugalserve.accounting import keys, store
 

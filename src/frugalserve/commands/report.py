@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from frugalserve import config as cfg
+from frugalserve.commands import load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -22,10 +22,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = cfg.load(args.config)
-    except cfg.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = load_config(args.config)
+    if config is None:
         return 2
     from frugalserve.accounting import report, store
 
