@@ -1,36 +1,58 @@
-"""What the gateway knows about each request once it is answered.
+"""What the gateway knows about each request once it is answered: the contract with accounting.
 
-The request handler owns a :class:`RequestRecord` while the request runs and hands it to a
-:class:`RecordSink` when it ends. Sinks must not block: accounting writes records in batches off the
-request path, and the default :class:`RecentRecords` only keeps the last few in memory.
+The request handler owns a :class:`RequestRecord` while the request runs; every stage that learns a fact
+sets its field (auth the key, the budget stage the token breakdown, the lifecycle the cold-start wait, the
+proxy the backend's usage), and the record goes to a :class:`RecordSink` when the request ends. Accounting
+stores each field in the ``usage_records`` column of the same name (``accounting/store.py`` declares the
+table; a test checks that the two agree), so a fact added here without a column fails the tests instead of
+being dropped silently.
+
+Sinks must not block: accounting writes records in batches off the request path, and the default
+:class:`RecentRecords` only keeps the last few in memory.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
     endpoint: str  # "chat" | "completions"
-    model: str
-    started_wall: float
-    started_mono: float
+    model: str  # as the client named it
+    started_wall: float  # epoch seconds (column "time")
+    started_mono: float  # not stored: the clock durations are measured on
     stream: bool = False
     pool: str | None = None
     replica: str | None = None
-    status: int = 0
-    error_code: str | None = None
+    key_id: str | None = None  # the API key that was admitted (auth on)
+    tier: str | None = None  # routing: the tier that served it
+    routing_reason: str | None = None  # routing: why that pool
+    status: int = 0  # HTTP status the client got (499: it went away)
+    error_code: str | None = None  # OpenAI error code (or type) when status >= 400
+    # The backend's own usage report (None when it sent none, or an impossible one: see usage_note).
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    ttfb_s: float | None = None
+    # The gateway's own exact count before dispatch (budget stage), and its breakdown.
+    counted_prompt_tokens: int | None = None
+    prompt_text_tokens: int | None = None
+    prompt_image_tokens: int | None = None
+    prompt_video_tokens: int | None = None
+    image_tokens_saved: int | None = None  # by resizing images and dropping duplicates
+    images_resized: int | None = None
+    duplicates_dropped: int | None = None
+    max_tokens_requested: int | None = None  # what the client asked for
+    max_tokens: int | None = None  # what was sent upstream (differs when clamped)
+    notes: str | None = None  # what the gateway changed, as in the x-frugalserve-notes header
+    usage_note: str | None = None  # why the backend's usage was not taken (e.g. negative counts)
+    ttfb_s: float | None = None  # first byte forwarded to the client (column "ttft_s")
     duration_s: float | None = None
+    cold_start_wait_s: float | None = None  # held while a replica started or woke
     client_disconnected: bool = False
-    # Facts later stages attach (key, tier, routing reason, token breakdown, cold-start wait, ...).
-    extra: dict[str, Any] = field(default_factory=dict)
+    concurrency: int = 0  # requests in flight on the pool when this one was admitted (accounting)
 
 
 class RecordSink(Protocol):

@@ -29,18 +29,13 @@ from frugalserve.records import RecentRecords, RequestRecord
 
 log = logging.getLogger("frugalserve.accounting")
 
-# RequestRecord.extra keys that get their own column (other stages set them; see records.py).
-EXTRA_COLUMNS = {
-    "tier": "tier",
-    "routing_reason": "routing_reason",
-    "prompt_text_tokens": "prompt_text_tokens",
-    "prompt_image_tokens": "prompt_image_tokens",
-    "prompt_video_tokens": "prompt_video_tokens",
-    "tokens_saved": "tokens_saved",
-    "image_tokens_saved": "image_tokens_saved",
-    "cold_start_wait_s": "cold_start_wait_s",
-}
-_PRIVATE = ("key_id", "concurrency")
+# usage_records columns that accounting fills itself; every other column is the RequestRecord field of the
+# same name, except the two renamed below. tests/accounting/test_record_contract.py checks both directions.
+COMPUTED_COLUMNS = frozenset({"id", "gateway", "cost_usd", "anomaly"})
+RENAMED_COLUMNS = {"time": "started_wall", "ttft_s": "ttfb_s"}
+RECORD_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (c.name, RENAMED_COLUMNS.get(c.name, c.name)) for c in store.usage_records.columns if c.name not in COMPUTED_COLUMNS
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -125,58 +120,34 @@ class Accounting:
         """Authorize the request (raises its 401/403/429) and note it as in flight on its pool."""
         key = await self.gate.admit(authorization, record.model)
         if key is not None:
-            record.extra["key_id"] = key.id
+            record.key_id = key.id
         pool = record.pool or "-"
         n = self._in_flight.get(pool, 0) + 1
         self._in_flight[pool] = n
-        record.extra["concurrency"] = n
+        record.concurrency = n
 
     def submit(self, record: RequestRecord) -> None:
         """The gateway's record sink: never blocks."""
         self.recent.submit(record)
-        extra = record.extra
         cost = 0.0
-        if "concurrency" in extra:
+        if record.concurrency:  # admitted: in flight until now
             pool = record.pool or "-"
             end = self._in_flight.get(pool, 1)
             self._in_flight[pool] = end - 1
             # Estimate for budgets: the replica's price over the time held, shared with the requests
             # in flight around it. Reports recompute the exact share from all records and events.
-            share = (extra["concurrency"] + end) / 2
+            share = (record.concurrency + end) / 2
             cost = self._usd_per_s.get(pool, 0.0) * (record.duration_s or 0.0) / max(1.0, share)
         if self.writer is None:
             return
         seq = self.writer.submit(self.row(record, cost))
-        key_id = extra.get("key_id")
-        if key_id is not None:
+        if record.key_id is not None:
             tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
-            self.gate.charge(key_id, cost, tokens, seq)
+            self.gate.charge(record.key_id, cost, tokens, seq)
 
     def row(self, record: RequestRecord, cost: float) -> dict[str, Any]:
-        extra = record.extra
-        row: dict[str, Any] = {
-            "request_id": record.request_id,
-            "time": record.started_wall,
-            "gateway": self.gateway_id,
-            "key_id": extra.get("key_id"),
-            "endpoint": record.endpoint,
-            "model": record.model,
-            "pool": record.pool,
-            "replica": record.replica,
-            "stream": record.stream,
-            "status": record.status,
-            "error_code": record.error_code,
-            "prompt_tokens": record.prompt_tokens,
-            "completion_tokens": record.completion_tokens,
-            "duration_s": record.duration_s,
-            "ttft_s": record.ttfb_s,
-            "cost_usd": cost,
-            "anomaly": False,
-        }
-        for k, col in EXTRA_COLUMNS.items():
-            row[col] = extra.get(k)
-        rest = {k: v for k, v in extra.items() if k not in EXTRA_COLUMNS and k not in _PRIVATE}
-        row["extra"] = rest or None
+        row: dict[str, Any] = {column: getattr(record, name) for column, name in RECORD_COLUMNS}
+        row.update(gateway=self.gateway_id, cost_usd=cost, anomaly=False)
         return row
 
     # -- admin -----------------------------------------------------------------------------------

@@ -213,7 +213,7 @@ class Gateway:
             target = lease.target
             record.replica = target.replica
             if lease.waited_s:
-                record.extra["cold_start_wait_s"] = lease.waited_s
+                record.cold_start_wait_s = lease.waited_s
             headers = {
                 "content-type": "application/json",
                 REQUEST_ID_HEADER: record.request_id,
@@ -235,10 +235,7 @@ class Gateway:
             prepared = await prepare_chat(data, limits, self.fetchers[pool.name], self.image_cache)
         else:
             prepared = prepare_completion(data, limits)
-        record.extra["counted_prompt_tokens"] = prepared.prompt_tokens
-        record.extra["tokens"] = prepared.usage_details()
-        if prepared.max_tokens_clamped:
-            record.extra["max_tokens_clamped_from"] = prepared.max_tokens_requested
+        prepared.fill(record)
         m = self.metrics
         for kind_name, n in (
             ("text", prepared.text_tokens),

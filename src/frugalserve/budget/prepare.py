@@ -16,6 +16,7 @@ from frugalserve.budget import counting, images, videos, vision
 from frugalserve.budget.fetch import FetchError
 from frugalserve.budget.limits import LimitsConfig
 from frugalserve.errors import ContextLengthExceeded, InvalidRequest
+from frugalserve.records import RequestRecord
 
 _VISUAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 _IMAGE_TYPES = ("image_url", "image")
@@ -47,6 +48,19 @@ class Prepared:
     @property
     def max_tokens_clamped(self) -> bool:
         return self.max_tokens_requested is not None and self.max_tokens != self.max_tokens_requested
+
+    def fill(self, record: RequestRecord) -> None:
+        """Set the record's fields this stage knows (the contract with accounting)."""
+        record.counted_prompt_tokens = self.prompt_tokens
+        record.prompt_text_tokens = self.text_tokens
+        record.prompt_image_tokens = self.image_tokens
+        record.prompt_video_tokens = self.video_tokens
+        record.image_tokens_saved = self.image_tokens_saved
+        record.images_resized = self.images_resized
+        record.duplicates_dropped = self.duplicates_dropped
+        record.max_tokens_requested = self.max_tokens_requested
+        record.max_tokens = self.max_tokens
+        record.notes = "; ".join(self.notes) or None
 
     def usage_details(self) -> dict[str, int]:
         """Merged into the response's ``usage.prompt_tokens_details``."""
