@@ -54,6 +54,8 @@ class GatewayConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Resized images kept by content hash, so a repeated image is decoded and resized once.
     image_cache_mb: float = 256.0
+    # When set, GET /metrics needs "Authorization: Bearer <token>" (Prometheus: authorization.credentials).
+    metrics_token: str | None = None
 
     def validate(self, path: str) -> None:
         if not 0 < self.port < 65536:

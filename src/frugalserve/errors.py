@@ -13,6 +13,7 @@ Hierarchy::
     ├── AuthenticationFailed      401 authentication_error
     ├── PermissionDenied          403 permission_error
     ├── NotFound                  404 invalid_request_error   (model_not_found, ...)
+    ├── Conflict                  409 invalid_request_error   (the target cannot do that now)
     ├── PayloadTooLarge           413 invalid_request_error
     ├── RateLimited               429 rate_limit_error         (+ Retry-After)
     ├── UpstreamError             502 upstream_error           (connect failure, broken stream)
@@ -83,6 +84,12 @@ class NotFound(APIError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class Conflict(APIError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(APIError):

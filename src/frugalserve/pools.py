@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from frugalserve.config import PoolConfig
-from frugalserve.errors import APIError, NotFound
+from frugalserve.errors import Conflict, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +98,10 @@ class StaticPool:
         }
 
     async def wake(self, reason: str = "admin", wait: bool = False) -> None:
-        raise APIError(f"pool {self.name!r} is an external server; it cannot be woken.", status=409, code="not_managed")
+        raise Conflict(f"pool {self.name!r} is an external server; it cannot be woken.", code="not_managed")
 
     async def sleep(self, reason: str = "admin", stop: bool = False) -> str:
-        raise APIError(f"pool {self.name!r} is an external server; it cannot sleep.", status=409, code="not_managed")
+        raise Conflict(f"pool {self.name!r} is an external server; it cannot sleep.", code="not_managed")
 
     async def start(self) -> None:
         pass

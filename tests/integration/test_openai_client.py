@@ -170,6 +170,21 @@ def test_backend_dying_mid_stream_ends_the_stream_with_an_error_event(tmp_path: 
             assert r2.status_code == 502 and r2.json()["error"]["code"] == "upstream_unavailable"
 
 
+def _refused_within(url: str, seconds: float) -> bool:
+    """Poll until connections are refused. The server notices the signal on its next tick (100 ms), and a
+    connection the kernel queued just before the socket closed is reset, not served: both are transient."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+        except httpx.ConnectError:
+            return True
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            pass
+        time.sleep(0.02)
+    return False
+
+
 def test_first_sigterm_lets_open_streams_finish_and_refuses_new_connections(tmp_path: Path) -> None:
     with procs.fake_upstream(tmp_path) as up:
         config = f"gateway: {{shutdown_grace_s: 10}}\npools:\n  - {{name: p, model: m, backend: {{url: '{up}'}}}}\n"
@@ -190,9 +205,7 @@ def test_first_sigterm_lets_open_streams_finish_and_refuses_new_connections(tmp_
             t.start()
             time.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
-            with pytest.raises(httpx.ConnectError):
-                httpx.get(gw + "/healthz", timeout=2)
+            assert _refused_within(gw + "/healthz", 5.0)
             t.join(10)
             assert result["text"].rstrip().endswith("data: [DONE]")
             assert proc.wait(10) == 0

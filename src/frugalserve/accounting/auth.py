@@ -56,6 +56,12 @@ class _Rate:
             self.token_sum -= self.tokens.popleft()[1]
 
 
+def bearer_matches(authorization: str | None, secret: str) -> bool:
+    """``authorization`` is ``Bearer <secret>`` (compared in constant time)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), secret.encode())
+
+
 class Gate:
     def __init__(
         self,
@@ -122,18 +128,19 @@ class Gate:
 
     # -- the request path ------------------------------------------------------------------------
 
-    async def admit(self, authorization: str | None, model: str) -> keys.ApiKey | None:
-        """Check one request; returns its key (None with auth off) or raises the client's answer."""
-        if not self.enabled:
-            return None
-        key = await self._authenticate(authorization)
+    def admit(self, key: keys.ApiKey | None, model: str) -> None:
+        """Check an authenticated request (``key`` from :meth:`authenticate`) for ``model``, budget and rate."""
+        if key is None:
+            return
         if not key.allows(model):
             raise PermissionDenied(f"This API key may not use the model {model!r}.", param="model")
         self._check_budget(key)
         self._check_rate(key)
-        return key
 
-    async def _authenticate(self, authorization: str | None) -> keys.ApiKey:
+    async def authenticate(self, authorization: str | None) -> keys.ApiKey | None:
+        """The caller's key (None with auth off); raises 401 for a missing, unknown or revoked key."""
+        if not self.enabled:
+            return None
         if not authorization:
             raise AuthenticationFailed(
                 "No API key provided. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
@@ -210,6 +217,5 @@ class Gate:
             return
         if self.admin_key is None:
             raise AuthenticationFailed(f"Admin routes are closed: set ${self.admin_key_env} to an admin key.")
-        scheme, _, secret = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(secret.strip().encode(), self.admin_key.encode()):
+        if not bearer_matches(authorization, self.admin_key):
             raise AuthenticationFailed("An admin key is required for this route.")

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from frugalserve.accounting import store
 from frugalserve.accounting.anomalies import AnomalyDetector
 from frugalserve.accounting.auth import Gate
+from frugalserve.accounting.keys import ApiKey
 from frugalserve.accounting.writer import EventWriter, UsageWriter
 from frugalserve.clock import Clock
 from frugalserve.config import Config
@@ -116,9 +117,9 @@ class Accounting:
 
     # -- the request path ------------------------------------------------------------------------
 
-    async def admit(self, authorization: str | None, record: RequestRecord) -> None:
-        """Authorize the request (raises its 401/403/429) and note it as in flight on its pool."""
-        key = await self.gate.admit(authorization, record.model)
+    def admit(self, key: ApiKey | None, record: RequestRecord) -> None:
+        """Authorize the authenticated request for its model (raises its 403/429); note it as in flight."""
+        self.gate.admit(key, record.model)
         if key is not None:
             record.key_id = key.id
         pool = record.pool or "-"
@@ -152,11 +153,11 @@ class Accounting:
 
     # -- admin -----------------------------------------------------------------------------------
 
-    async def usage_report(self, authorization: str | None, query: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /admin/usage?since=7d&until=...&by=pool|day|key|model[&anomalies=1]``: the report as JSON."""
+    async def usage_report(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /admin/usage?since=7d&until=...&by=pool|day|key|model[&anomalies=1]``: the report as JSON
+        (behind the admin gate, api/admin.py)."""
         from frugalserve.accounting import report
 
-        self.gate.check_admin(authorization)
         if self.engine is None:
             raise InvalidRequest("Accounting is off (accounting.enabled: false).")
         now = self.clock.wall()

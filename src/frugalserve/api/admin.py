@@ -1,29 +1,54 @@
-"""The admin API of managed pools.
+"""The admin API, behind one gate.
 
     GET  /admin/pools                    every pool: replicas' state, since when, in flight, queue, last cold start
     POST /admin/pools/{name}/wake        start or wake it now (?wait=true: answer once it is ready)
     POST /admin/pools/{name}/sleep       drain, then sleep it (?stop=true: stop the process instead)
+    GET  /admin/usage                    the cost report as JSON (see docs/accounting.md)
 
-:func:`authorize` is the single gate in front of every admin route (the admin-key check goes there).
+Every route lives under one :class:`~starlette.routing.Mount` whose app is :class:`AdminGate`, so a route
+added here cannot be reached without the admin key (when auth is on): the gate runs before routing, for
+unknown admin paths too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import Receive, Scope, Send
 
-from frugalserve.errors import APIError, NotFound, error_response
+from frugalserve.errors import NotFound
 from frugalserve.pools import Pool, PoolSet
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def authorize(request: Request) -> None:
-    """Raise an APIError (401/403) when ``request`` may not use the admin API. Open for now."""
+class AdminCheck(Protocol):
+    def check_admin(self, authorization: str | None) -> None:
+        """Raise AuthenticationFailed unless ``authorization`` carries the admin key (or auth is off)."""
+
+
+class AdminGate:
+    """ASGI app in front of every admin route."""
+
+    def __init__(self, app: Router, check: AdminCheck) -> None:
+        self.app = app
+        self.check = check
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """What Starlette's Mount lists (url_for, route walks in tests)."""
+        return self.app.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.check.check_admin(Headers(scope=scope).get("authorization"))
+        await self.app(scope, receive, send)
 
 
 def _json(obj: object, status: int = 200) -> Response:
@@ -34,7 +59,7 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("1", "true", "yes")
 
 
-def routes(pools: PoolSet) -> list[BaseRoute]:
+def mount(check: AdminCheck, pools: PoolSet, usage: Handler) -> Mount:
     def pool_named(request: Request) -> Pool:
         name = request.path_params["name"]
         pool = pools.pools.get(name)
@@ -56,18 +81,12 @@ def routes(pools: PoolSet) -> list[BaseRoute]:
         result = await pool.sleep("admin", stop=_flag(request, "stop"))
         return _json({**pool.describe(), "result": result})
 
-    def guarded(handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            try:
-                await authorize(request)
-                return await handler(request)
-            except APIError as exc:
-                return error_response(exc)
-
-        return endpoint
-
-    return [
-        Route("/admin/pools", guarded(list_pools), methods=["GET"]),
-        Route("/admin/pools/{name}/wake", guarded(wake), methods=["POST"]),
-        Route("/admin/pools/{name}/sleep", guarded(sleep), methods=["POST"]),
-    ]
+    router = Router(
+        [
+            Route("/pools", list_pools, methods=["GET"]),
+            Route("/pools/{name}/wake", wake, methods=["POST"]),
+            Route("/pools/{name}/sleep", sleep, methods=["POST"]),
+            Route("/usage", usage, methods=["GET"]),
+        ]
+    )
+    return Mount("/admin", app=AdminGate(router, check), name="admin")

@@ -1,7 +1,7 @@
 """The gateway's ASGI application: ``create_app(config)`` builds and wires everything.
 
 Request path of an OpenAI call (each stage raises an :class:`~frugalserve.errors.APIError`, which
-becomes OpenAI's error JSON in :meth:`Gateway.endpoint`, the one place errors are mapped):
+becomes OpenAI's error JSON in :mod:`frugalserve.api.boundary`, the one place errors are mapped):
 
     read body (size limit) → parse JSON → validate shape → find the pool → prepare (budgets)
     → acquire a lease on a ready replica → send upstream → stream back → finish the record
@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from frugalserve.accounting.auth import bearer_matches
 from frugalserve.accounting.service import Accounting
 from frugalserve.api import admin, validate
+from frugalserve.api.boundary import REQUEST_ID_HEADER, Boundary, request_id, starlette_handler
 from frugalserve.api.holding import HeldStreamResponse
 from frugalserve.api.proxy import (
     CLIENT_CLOSED,
@@ -41,7 +44,7 @@ from frugalserve.budget.images import PreprocessCache
 from frugalserve.budget.prepare import Prepared, prepare_chat, prepare_completion
 from frugalserve.clock import Clock, SystemClock
 from frugalserve.config import Config
-from frugalserve.errors import APIError, PayloadTooLarge, UpstreamError, UpstreamTimeout, error_response
+from frugalserve.errors import APIError, AuthenticationFailed, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from frugalserve.events import EventSink, FanoutEvents, RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import build_managed_pools
@@ -53,19 +56,11 @@ from frugalserve.upstream import HttpUpstream, Timeouts, Upstream
 log = logging.getLogger("frugalserve.gateway")
 
 POOL_HEADER = "x-frugalserve-pool"
-REQUEST_ID_HEADER = "x-request-id"
 # What the gateway changed in the request (e.g. "max_tokens clamped from 4096 to 512").
 NOTES_HEADER = "x-frugalserve-notes"
 # Non-streaming upstream bodies are read whole to capture usage; bound them.
 MAX_UPSTREAM_BODY = 256 * 1024 * 1024
 _UI_PAGE = Path(__file__).parent.parent / "ui" / "index.html"
-
-
-def _request_id(request: Request) -> str:
-    rid = request.headers.get(REQUEST_ID_HEADER)
-    if rid and len(rid) <= 128 and rid.isprintable():
-        return rid
-    return uuid.uuid4().hex
 
 
 class Gateway:
@@ -132,10 +127,10 @@ class Gateway:
         return _Endpoint(self, kind, path)
 
     async def serve(self, kind: str, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one OpenAI request; the single place where errors become responses."""
+        """Answer one OpenAI request. Its record is finished exactly once, whatever happens; errors are
+        re-raised for :mod:`~frugalserve.api.boundary` to answer."""
         request = Request(scope, receive)
-        rid = _request_id(request)
-        record = RequestRecord(rid, kind, "", self.clock.wall(), self.clock.monotonic())
+        record = RequestRecord(request_id(request), kind, "", self.clock.wall(), self.clock.monotonic())
         try:
             response = await self._handle(request, kind, path, record)
         except ClientGone:
@@ -143,14 +138,13 @@ class Gateway:
             self._finish(record, CLIENT_CLOSED, None, None)
             return
         except APIError as exc:
-            response = error_response(exc, rid)
-            if record.pool:
-                response.headers[POOL_HEADER] = record.pool
             self._finish(record, exc.status, None, exc)
-        except Exception:  # a bug: never a stack trace to the client
-            log.exception("request %s failed", rid)
-            response = error_response(RuntimeError(), rid)
+            if record.pool:
+                exc.headers.setdefault(POOL_HEADER, record.pool)
+            raise
+        except BaseException:  # a bug, or a panic in a native library: still one record, counters released
             self._finish(record, 500, None, None)
+            raise
         await response(scope, receive, send)
 
     async def _read_body(self, request: Request) -> bytes:
@@ -176,10 +170,12 @@ class Gateway:
         body = await self._read_body(request)
         data = validate.parse_json(body)
         record.model = validate.chat(data) if kind == "chat" else validate.completion(data)
+        # Who is asking comes first: without a valid key, not even the model's existence is revealed.
+        key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
         pool = self.pools.resolve(record.model)
         record.pool = pool.name
         self.metrics.in_flight.labels(pool.name).inc()  # _finish, called once per request, decrements
-        await self.accounting.admit(request.headers.get("authorization"), record)
+        self.accounting.admit(key, record)
         stream = bool(data.get("stream"))
         record.stream = stream
         client_wants_usage = False
@@ -364,10 +360,14 @@ class Gateway:
     # -- plain endpoints ---------------------------------------------------------------------------
 
     async def models(self, request: Request) -> Response:
+        """The models this caller may use (with auth on, a key is needed, as on OpenAI's API)."""
+        key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
         created = 0
         data = []
         for pool in self.pools:
             for name in (pool.config.model, *pool.config.aliases):
+                if key is not None and not key.allows(name):
+                    continue
                 data.append(
                     {
                         "id": name,
@@ -386,13 +386,13 @@ class Gateway:
         return HTMLResponse(_UI_PAGE.read_bytes())
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        token = self.config.gateway.metrics_token
+        if token is not None and not bearer_matches(request.headers.get("authorization"), token):
+            raise AuthenticationFailed("/metrics needs 'Authorization: Bearer <gateway.metrics_token>'.")
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def admin_usage(self, request: Request) -> Response:
-        try:
-            body = await self.accounting.usage_report(request.headers.get("authorization"), request.query_params)
-        except APIError as exc:
-            return error_response(exc)
+        body = await self.accounting.usage_report(request.query_params)
         return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -406,20 +406,6 @@ class _Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.gateway.serve(self.kind, self.path, scope, receive, send)
-
-
-def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(APIError(f"No route for {request.method} {request.url.path}.", status=404, code="not_found"))
-
-
-def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(
-        APIError(
-            f"Method {request.method} is not allowed on {request.url.path}.",
-            status=405,
-            code="method_not_allowed",
-        )
-    )
 
 
 def create_app(config: Config, **kwargs: Any) -> Starlette:
@@ -443,13 +429,13 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/ui", gateway.ui, methods=["GET"]),
         Route("/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
-        Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
-        *admin.routes(gateway.pools),
+        admin.mount(gateway.accounting.gate, gateway.pools, usage=gateway.admin_usage),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _method_not_allowed},
+        middleware=[Middleware(Boundary)],
+        exception_handlers={APIError: starlette_handler, HTTPException: starlette_handler},
     )
     app.state.gateway = gateway
     return app

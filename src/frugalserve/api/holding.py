@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from frugalserve.api.proxy import CLIENT_CLOSED, ClientGone, wait_disconnect
-from frugalserve.errors import APIError, error_response
+from frugalserve.errors import APIError
 from frugalserve.pools import Lease, Pool
 from frugalserve.records import RequestRecord
 
@@ -74,12 +74,13 @@ class HeldStreamResponse:
             return
         except APIError as exc:
             self.gateway._finish(record, exc.status, None, exc)
-            await self._error(scope, receive, send, exc)
+            await self._error(send, exc)
             return
         except Exception as exc:
-            log.exception("request %s failed", record.request_id)
+            if self.started:  # otherwise the boundary logs it when it answers
+                log.exception("request %s failed", record.request_id)
             self.gateway._finish(record, 500, None, None)
-            await self._error(scope, receive, send, exc)
+            await self._error(send, exc)
             return
         await response(scope, receive, self._after_start(send) if self.started else send)
 
@@ -126,12 +127,12 @@ class HeldStreamResponse:
     async def _body(send: Send, data: bytes, more: bool = True) -> None:
         await send({"type": "http.response.body", "body": data, "more_body": more})
 
-    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: BaseException) -> None:
+    async def _error(self, send: Send, exc: BaseException) -> None:
+        """Before the headers went out, the boundary answers; after, the stream carries the error in-band."""
         if not self.started:
-            response = error_response(exc, self.record.request_id)
-            response.headers.update(self.headers)
-            await response(scope, receive, send)
-            return
+            if isinstance(exc, APIError):
+                exc.headers.update(self.headers)
+            raise exc
         if not isinstance(exc, APIError):
             exc = APIError(f"internal error (request {self.record.request_id})")
         with contextlib.suppress(Exception):

@@ -17,6 +17,9 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "video_url", "file", "refusal"})
 # Generous upper bounds: far past anything a model serves, small enough to refuse absurd numbers.
 MAX_TOKENS_LIMIT = 10_000_000
+# JSON nesting: the body is re-encoded before it is forwarded, and orjson encodes at most 254 levels; OpenAI's
+# deepest shapes (tool parameter schemas) stay far below that.
+MAX_DEPTH = 254
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -28,7 +31,39 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"The request body must be a JSON object, got {type(data).__name__}.", code="invalid_json")
+    _check_depth(data)
     return data
+
+
+def _check_depth(data: dict[str, Any]) -> None:
+    """Refuse bodies nested deeper than the gateway can forward, naming the top-level parameter that is.
+
+    Encoding is the cheap test (C speed, stops at MAX_DEPTH); only a body that fails it is walked."""
+    try:
+        orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        pass
+    else:
+        return
+    stack: list[tuple[Any, int, str]] = [(v, 2, k) for k, v in data.items() if isinstance(v, dict | list)]
+    top = next(iter(data), "")
+    while stack:
+        value, depth, top = stack.pop()
+        if depth >= MAX_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1, top) for c in children if isinstance(c, dict | list))
+    raise InvalidRequest(
+        f"'{top}' is nested too deeply: at most {MAX_DEPTH - 1} levels of JSON arrays and objects are accepted.",
+        param=top,
+        code="invalid_value",
+    )
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, never more than a line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _type_error(param: str, expected: str, value: Any) -> InvalidRequest:
@@ -108,9 +143,9 @@ def _content(content: Any, param: str, role: str) -> None:
         if not isinstance(part, dict):
             raise _type_error(p, "an object", part)
         kind = part.get("type")
-        if kind not in _PART_TYPES:
+        if not isinstance(kind, str) or kind not in _PART_TYPES:
             raise InvalidRequest(
-                f"Invalid value for '{p}.type': {kind!r}. Supported: {', '.join(sorted(_PART_TYPES))}.",
+                f"Invalid value for '{p}.type': {_show(kind)}. Supported: {', '.join(sorted(_PART_TYPES))}.",
                 param=f"{p}.type",
                 code="invalid_value",
             )
@@ -141,9 +176,9 @@ def chat(data: dict[str, Any]) -> str:
         if not isinstance(msg, dict):
             raise _type_error(param, "an object", msg)
         role = msg.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise InvalidRequest(
-                f"Invalid value for '{param}.role': {role!r}. Supported: {', '.join(sorted(_ROLES))}.",
+                f"Invalid value for '{param}.role': {_show(role)}. Supported: {', '.join(sorted(_ROLES))}.",
                 param=f"{param}.role",
                 code="invalid_value",
             )
