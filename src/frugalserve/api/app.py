@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -61,6 +62,7 @@ NOTES_HEADER = "x-frugalserve-notes"
 # Non-streaming upstream bodies are read whole to capture usage; bound them.
 MAX_UPSTREAM_BODY = 256 * 1024 * 1024
 _UI_PAGE = Path(__file__).parent.parent / "ui" / "index.html"
+_OPENAPI = Path(__file__).parent / "openapi.yaml"
 
 
 class Gateway:
@@ -101,6 +103,7 @@ class Gateway:
         self.max_body = int(gw.max_body_mb * 1024 * 1024)
         self.image_cache = PreprocessCache(gw.image_cache_mb)
         self.fetchers: dict[str, Fetcher] = {}
+        self._openapi: bytes | None = None  # rendered on first request
 
     # -- lifespan ------------------------------------------------------------------------------------
 
@@ -382,6 +385,11 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "pools": [p.name for p in self.pools], "pid": os.getpid()})
 
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = orjson.dumps(yaml.safe_load(_OPENAPI.read_text()))
+        return Response(self._openapi, media_type="application/json")
+
     async def ui(self, request: Request) -> Response:
         return HTMLResponse(_UI_PAGE.read_bytes())
 
@@ -427,6 +435,7 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/v1/models", gateway.models, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", gateway.openapi, methods=["GET"]),
         Route("/ui", gateway.ui, methods=["GET"]),
         Route("/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
         admin.mount(gateway.accounting.gate, gateway.pools, usage=gateway.admin_usage),
