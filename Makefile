@@ -2,22 +2,27 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip --disable-pip-version-check -q
+PIP    := $(PY) -m pip --disable-pip-version-check
 # torch is pinned in the engine extra; an unpinned torch would pull several GB of CUDA wheels.
 STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint bench clean
+# `make smoke` installs what `make run` installs into its own venv and drives it from outside (CI runs it).
+SMOKE_VENV ?= .venv-smoke
+
+.PHONY: run test smoke lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP_RUN): pyproject.toml | $(PY)
-	$(PIP) install -e '.[engine]' 2>&1 | grep -v "^WARNING: Location" || true
+	@echo "Installing frugalserve and the built-in engine into $(VENV) (a few minutes the first time)..."
+	$(PIP) install --progress-bar off -e '.[engine]' 2>&1 | grep --line-buffered -v "^WARNING: Location\|^Requirement already satisfied" || true
 	$(PY) -c "import frugalserve, torch, transformers" && touch $@
 
 $(STAMP_TEST): pyproject.toml | $(PY)
-	$(PIP) install -e '.[engine,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	@echo "Installing frugalserve with the engine and test tools into $(VENV) (a few minutes the first time)..."
+	$(PIP) install --progress-bar off -e '.[engine,dev]' 2>&1 | grep --line-buffered -v "^WARNING: Location\|^Requirement already satisfied" || true
 	$(PY) -c "import frugalserve, torch, transformers, pytest, openai" && touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
@@ -25,6 +30,10 @@ run: $(STAMP_RUN)
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -q
+
+smoke: $(STAMP_TEST)
+	$(MAKE) --no-print-directory VENV=$(SMOKE_VENV) $(SMOKE_VENV)/.installed-run
+	$(PY) tests/smoke.py $(SMOKE_VENV)
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -35,4 +44,4 @@ bench: $(STAMP_TEST)
 	$(PY) benchmarks/gateway_overhead.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(SMOKE_VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,158 @@
+"""`make smoke`: the product as a user installs and runs it, checked from outside.
+
+Runs after `make test` in CI. The gateway runs from a venv made by `make run`'s own install target (core +
+engine, no dev extras), with the built-in demo config, in an empty folder; the client is the official openai
+package from the test venv. It sends a text chat and two image chats, checks the answers and the usage against
+hand-computed Qwen3-VL image token counts and the engine's own (transformers) prompt count, reads the usage
+records back with the installed `frugalserve report`, and stops the gateway with SIGTERM.
+
+    python tests/smoke.py RUN_VENV
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+from PIL import Image
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _png(width: int, height: int) -> str:
+    img = Image.new("RGB", (width, height))
+    img.putdata([((x * 7) % 256, (y * 3) % 256, (x + y) % 256) for y in range(height) for x in range(width)])
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise SystemExit(f"SMOKE FAILED: {what}")
+    print(f"ok: {what}")
+
+
+def main(run_venv: Path) -> int:
+    work = Path(tempfile.mkdtemp(prefix="frugalserve-smoke-"))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUGALSERVE_", "PYTHONPATH", "VIRTUAL_ENV"))}
+    env["FRUGALSERVE_HOME"] = str(work / "home")  # the demo model is written here on first use
+    log = open(work / "gateway.log", "wb")
+    gateway = subprocess.Popen(
+        [str(run_venv / "bin" / "frugalserve"), "up", "--port", str(port)],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if gateway.poll() is not None or time.monotonic() > deadline:
+                _check(False, "gateway starts")
+            time.sleep(0.2)
+        _check(True, "gateway starts")
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+        text = client.chat.completions.with_raw_response.create(
+            model="qwen3-vl-demo", messages=[{"role": "user", "content": "Hello"}], max_tokens=8
+        )
+        cold_ms = int(text.headers.get("x-frugalserve-cold-start-ms", "0"))
+        answer = text.parse()
+        _check(bool(answer.choices[0].message.content), f"text chat answered after a {cold_ms} ms cold start")
+
+        # 640x480: multiples of 32 inside the budget, so unchanged: 20*15 = 300 pads + 2 markers.
+        # 1600x1200: 1900 pads + 2 before the budget (round(1200/32) = 38 by half-to-even); resized after.
+        expected_image = {(640, 480): 302, (1600, 1200): None}
+        total_image = 0
+        for (w, h), expected in expected_image.items():
+            raw = client.chat.completions.with_raw_response.create(
+                model="qwen3-vl-demo",
+                max_tokens=4,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": _png(w, h)}},
+                            {"type": "text", "text": "What is in this picture?"},
+                        ],
+                    }
+                ],
+            )
+            out = raw.parse()
+            usage = out.usage
+            assert usage is not None
+            details = (usage.prompt_tokens_details.model_dump() if usage.prompt_tokens_details else {}) or {}
+            image, saved = details.get("image_tokens"), details.get("image_tokens_saved")
+            counted = sum(details.get(k) or 0 for k in ("text_tokens", "image_tokens", "video_tokens"))
+            _check(
+                counted == usage.prompt_tokens, f"{w}x{h}: gateway count {counted} == engine's {usage.prompt_tokens}"
+            )
+            if expected is not None:
+                _check(image == expected and saved == 0, f"{w}x{h}: {image} image tokens, none saved")
+            else:
+                _check(
+                    image is not None and image <= 1026 and saved == 1902 - image, f"{w}x{h}: {image} + {saved} saved"
+                )
+                notes = raw.headers.get("x-frugalserve-notes", "")
+                _check("resized" in notes, f"{w}x{h}: notes header says so: {notes!r}")
+            total_image += image or 0
+
+        deadline = time.monotonic() + 10
+        while True:  # records are written in batches, off the request path
+            report = subprocess.run(
+                [str(run_venv / "bin" / "frugalserve"), "report", "--by", "model", "--format", "json"],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            _check(report.returncode == 0, "frugalserve report runs")
+            rows = json.loads(report.stdout)
+            stored = sum(r.get("prompt_image_tokens") or 0 for r in rows)
+            requests = sum(r.get("requests") or 0 for r in rows)
+            if requests >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        _check(requests == 3 and stored == total_image, f"report: {requests} requests, {stored} image tokens")
+    finally:
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+        try:
+            code = gateway.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(gateway.pid, signal.SIGKILL)
+            code = -9
+        log.close()
+        if code != 0:
+            sys.stdout.write((work / "gateway.log").read_text(errors="replace")[-4000:])
+    _check(code == 0, "gateway stops cleanly on SIGTERM")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]).resolve()))
