@@ -1,0 +1,200 @@
+"""What the client saw is what was stored: real gateway process, the built-in engine as a managed backend
+(cold start included), the official openai client, the usage_records rows, and `frugalserve report`.
+
+Every column of usage_records is checked against the responses (usage, headers) or a hand-computed value;
+the test fails when a column is added without being checked here.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+
+from frugalserve.accounting import store
+from tests import procs
+
+pytest.importorskip("frugalserve.engine")
+pytestmark = [pytest.mark.integration, pytest.mark.engine]
+
+PRICE_PER_HOUR = 36.0
+
+
+def _png(width: int, height: int) -> str:
+    buf = io.BytesIO()
+    Image.effect_noise((width, height), 40).convert("RGB").save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _cli(tmp: Path, db: str, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "frugalserve", *args],
+        cwd=tmp,
+        env=procs.spawn_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _rows(db: str, n: int) -> list[dict[str, Any]]:
+    engine = store.create_engine(db)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with engine.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(sa.select(store.usage_records))]
+            if len(rows) >= n or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None:
+    model_dir = tmp_path / "demo-model"
+    subprocess.run([sys.executable, "-m", "frugalserve", "demo-model", str(model_dir)], check=True, timeout=180)
+    db = f"sqlite:///{tmp_path / 'usage.db'}"
+    key = json.loads(_cli(tmp_path, "", "keys", "--database", db, "create", "--name", "team-a", "--json"))
+    command = f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir} --served-model-name {{model}} --port {{port}}"
+    config = (
+        f"gateway: {{database: '{db}'}}\nauth: {{enabled: true}}\n"
+        "accounting: {flush_interval_s: 0.05}\n"
+        "pools:\n  - name: demo\n    model: qwen3-vl-demo\n"
+        f"    backend: {{command: {command!r}, log_dir: {str(tmp_path)!r}, startup_timeout_s: 120}}\n"
+        f"    gpu: {{usd_per_hour: {PRICE_PER_HOUR}, type: L4}}\n"
+        "    limits: {max_new_tokens: 6, max_tokens_policy: clamp}\n"
+    )
+    seen: dict[str, dict[str, Any]] = {}  # request id -> what the client saw
+    with procs.gateway(tmp_path, config) as (url, _):
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key["secret"], max_retries=0, timeout=180)
+
+        def chat(label: str, content: Any, max_tokens: int, stream: bool = False) -> None:
+            messages = [{"role": "user", "content": content}]
+            if stream:
+                with client.chat.completions.with_streaming_response.create(
+                    model="qwen3-vl-demo",
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                ) as raw:
+                    chunks = [json.loads(line[6:]) for line in raw.iter_lines() if line.startswith("data: {")]
+                    usage = next(c["usage"] for c in chunks if c.get("usage"))
+                    headers = raw.headers
+            else:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="qwen3-vl-demo", messages=messages, max_tokens=max_tokens
+                )
+                usage = raw.parse().usage.model_dump()
+                headers = raw.headers
+            seen[headers["x-request-id"]] = {"label": label, "usage": usage, "headers": headers, "stream": stream}
+
+        chat("cold text", "Hello there", 4)
+        chat(
+            "clamped image",
+            [{"type": "image_url", "image_url": {"url": _png(1600, 1200)}}, {"type": "text", "text": "?"}],
+            100,
+        )
+        chat("streamed image", [{"type": "image_url", "image_url": {"url": _png(640, 480)}}], 3, stream=True)
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(
+                model="qwen3-vl-demo",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+                    }
+                ],
+            )
+        bad_id = bad.value.response.headers["x-request-id"]
+        rows = {r["request_id"]: r for r in _rows(db, 4)}
+
+    assert set(rows) == {*seen, bad_id}
+    checked: set[str] = set()
+
+    def same(row: dict[str, Any], column: str, expected: Any) -> None:
+        checked.add(column)
+        assert row[column] == expected, (column, row[column], expected)
+
+    for rid, saw in seen.items():
+        row, usage, headers = rows[rid], saw["usage"], saw["headers"]
+        details = usage["prompt_tokens_details"]
+        same(row, "request_id", rid)
+        same(row, "key_id", key["id"])
+        same(row, "endpoint", "chat")
+        same(row, "model", "qwen3-vl-demo")
+        same(row, "pool", headers["x-frugalserve-pool"])
+        same(row, "replica", "demo-0")
+        same(row, "tier", None)  # no routing tiers configured
+        same(row, "routing_reason", None)
+        same(row, "stream", saw["stream"])
+        same(row, "status", 200)
+        same(row, "error_code", None)
+        same(row, "prompt_tokens", usage["prompt_tokens"])  # the engine's own (transformers) count
+        same(row, "completion_tokens", usage["completion_tokens"])
+        counted = details["text_tokens"] + details["image_tokens"] + details["video_tokens"]
+        assert counted == usage["prompt_tokens"], "the gateway's count equals the engine's"
+        same(row, "counted_prompt_tokens", counted)
+        same(row, "prompt_text_tokens", details["text_tokens"])
+        same(row, "prompt_image_tokens", details["image_tokens"])
+        same(row, "prompt_video_tokens", details["video_tokens"])
+        same(row, "image_tokens_saved", details["image_tokens_saved"])
+        same(row, "notes", headers.get("x-frugalserve-notes"))
+        same(row, "usage_note", None)
+        same(row, "client_disconnected", False)
+        cold = headers.get("x-frugalserve-cold-start-ms")
+        checked.add("cold_start_wait_s")
+        if cold is None:
+            assert row["cold_start_wait_s"] is None
+        else:
+            assert abs(row["cold_start_wait_s"] * 1000 - int(cold)) <= 1
+        checked.update({"time", "duration_s", "ttft_s", "concurrency", "gateway", "id", "anomaly", "cost_usd"})
+        assert 0 < row["ttft_s"] <= row["duration_s"]
+        assert row["concurrency"] == 1  # one request at a time
+        assert row["anomaly"] is False and row["gateway"]
+        # the estimate budgets count: the replica's price over the request's duration (alone on it)
+        assert row["cost_usd"] == pytest.approx(PRICE_PER_HOUR / 3600 * row["duration_s"], rel=1e-6)
+
+    by_label = {saw["label"]: rows[rid] for rid, saw in seen.items()}
+    # hand-computed Qwen3-VL image tokens: 640x480 = 20*15 pads + 2 markers, unchanged by the budget;
+    # 1600x1200 = 50*38 + 2 = 1902 before the budget (1200/32 = 37.5 rounds half to even: 38)
+    assert by_label["streamed image"]["prompt_image_tokens"] == 302
+    big = by_label["clamped image"]
+    assert big["prompt_image_tokens"] + big["image_tokens_saved"] == 1902 and big["image_tokens_saved"] > 0
+    assert by_label["cold text"]["cold_start_wait_s"] > 0 and by_label["clamped image"]["cold_start_wait_s"] is None
+    for label, requested in (("cold text", 4), ("clamped image", 100), ("streamed image", 3)):
+        checked.update({"max_tokens_requested", "max_tokens", "images_resized", "duplicates_dropped"})
+        assert by_label[label]["max_tokens_requested"] == requested
+        assert by_label[label]["max_tokens"] == min(requested, 6)
+    assert "max_tokens clamped from 100 to 6" in big["notes"] and big["images_resized"] == 1
+    assert by_label["streamed image"]["images_resized"] == 0 and big["duplicates_dropped"] == 0
+
+    failed = rows[bad_id]
+    assert failed["status"] == 400 and failed["error_code"] == "invalid_image" and failed["prompt_tokens"] is None
+
+    assert checked == {c.name for c in store.usage_records.columns}, "a column is not checked against the client"
+
+    (config_file,) = tmp_path.glob("gateway-*.yaml")
+    report = json.loads(_cli(tmp_path, db, "report", "--config", str(config_file), "--by", "key", "--format", "json"))
+    (team,) = [r for r in report if r["group"] in ("team-a", key["id"])]
+    ok_rows = [rows[rid] for rid in seen]
+    assert team["requests"] == 4
+    assert team["prompt_image_tokens"] == sum(r["prompt_image_tokens"] for r in ok_rows)
+    assert team["image_tokens_saved"] == sum(r["image_tokens_saved"] for r in ok_rows)
+    assert team["completion_tokens"] == sum(s["usage"]["completion_tokens"] for s in seen.values())
+    assert team["cold_starts"] == 1
+    assert team["usd_billed"] == pytest.approx(team["gpu_hours"] * PRICE_PER_HOUR, rel=1e-6) and team["usd_billed"] > 0
