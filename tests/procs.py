@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,24 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll real state instead of sleeping a guessed time."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.02)
+
+
+async def eventually(predicate: Callable[[], bool], within_s: float = 10.0, what: str = "the condition") -> None:
+    """:func:`wait_until` for async tests (the event loop keeps running while it waits)."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {within_s}s")
+        await asyncio.sleep(0.02)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:

@@ -125,10 +125,7 @@ def test_client_disconnect_cancels_the_upstream_request(stack: tuple[str, str]) 
     with httpx.stream("POST", gw + "/v1/chat/completions", json=body, timeout=10) as r:
         for _ in r.iter_lines():
             break  # read one line, then hang up
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and httpx.get(up + "/stats").json()["cancelled"] == before:
-        time.sleep(0.05)
-    assert httpx.get(up + "/stats").json()["cancelled"] == before + 1
+    procs.wait_until(lambda: httpx.get(up + "/stats").json()["cancelled"] == before + 1, 5, "the upstream cancelled")
     assert httpx.get(up + "/stats").json()["running"] == 0
 
 
@@ -142,11 +139,8 @@ def test_client_disconnect_cancels_a_non_streaming_upstream_request(stack: tuple
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
-        time.sleep(0.3)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and httpx.get(up + "/stats").json()["cancelled"] == before:
-        time.sleep(0.05)
-    assert httpx.get(up + "/stats").json()["cancelled"] == before + 1
+        procs.wait_until(lambda: httpx.get(up + "/stats").json()["running"] == 1, what="the upstream working on it")
+    procs.wait_until(lambda: httpx.get(up + "/stats").json()["cancelled"] == before + 1, 5, "the upstream cancelled")
 
 
 def test_backend_dying_mid_stream_ends_the_stream_with_an_error_event(tmp_path: Path) -> None:
@@ -203,7 +197,7 @@ def test_first_sigterm_lets_open_streams_finish_and_refuses_new_connections(tmp_
 
             t = threading.Thread(target=consume)
             t.start()
-            time.sleep(0.3)
+            procs.wait_until(lambda: httpx.get(up + "/stats").json()["running"] == 1, what="the stream under way")
             proc.send_signal(signal.SIGTERM)
             assert _refused_within(gw + "/healthz", 5.0)
             t.join(10)
@@ -233,9 +227,9 @@ def test_second_sigterm_forces_exit(tmp_path: Path) -> None:
 
             t = threading.Thread(target=consume, daemon=True)
             t.start()
-            time.sleep(0.3)
+            procs.wait_until(lambda: httpx.get(up + "/stats").json()["running"] == 1, what="the stream under way")
             proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            assert _refused_within(gw + "/healthz", 5.0), "the first SIGTERM stops accepting"
             assert proc.poll() is None, "still finishing the open stream"
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
