@@ -80,9 +80,10 @@ def spawn_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")
-    full_env = spawn_env(env)
-    return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=spawn_env(env)
+        )
 
 
 @contextlib.contextmanager

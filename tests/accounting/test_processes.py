@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,7 +55,8 @@ def test_sigterm_with_requests_in_flight_loses_no_record(tmp_path: Path) -> None
     with procs.fake_upstream(tmp_path) as up, procs.gateway(tmp_path, config_yaml(up, db_url, False)) as (gw, proc):
         with ThreadPoolExecutor(20) as pool:
             futures = [pool.submit(post, gw, None, delay_s=1.0) for _ in range(20)]
-            time.sleep(0.4)  # all 20 are waiting on the upstream now
+            # all 20 are in flight (a request still connecting when the socket closes would be reset)
+            procs.wait_until(lambda: httpx.get(up + "/stats").json()["running"] == 20, what="20 requests upstream")
             proc.send_signal(signal.SIGTERM)
             statuses = [f.result().status_code for f in futures]
         assert proc.wait(30) == 0
@@ -79,12 +79,12 @@ def test_two_gateways_share_keys_budgets_and_usage(tmp_path: Path, db_url: str) 
         ):
             assert post(b, secret).status_code == 200  # the key made by the CLI works on both
             assert post(a, secret, delay_s=0.1).status_code == 200  # spends the daily budget on A
-            time.sleep(0.6)  # A's flush (0.05 s) + B's refresh (0.2 s), with margin
-            r = post(b, secret)
-            assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+            # B sees A's spend within A's flush (0.05 s) + B's refresh (0.2 s); 2 s is a generous bound
+            answers: list[httpx.Response] = []
+            procs.wait_until(lambda: answers.append(post(b, secret)) or answers[-1].status_code == 429, 2.0)
+            assert answers[-1].json()["error"]["code"] == "budget_exceeded"
             assert "revoked" in cli(tmp_path, db_url, "keys", "revoke", "team")
-            time.sleep(0.5)
-            assert post(a, secret).status_code == 401 and post(b, secret).status_code == 401
+            procs.wait_until(lambda: post(a, secret).status_code == 401 and post(b, secret).status_code == 401, 2.0)
     engine = store.create_engine(db_url)
     with engine.connect() as conn:
         gateways = conn.execute(sa.select(sa.func.count(sa.distinct(store.usage_records.c.gateway)))).scalar_one()
