@@ -18,6 +18,7 @@ What a client may see of a backend (the rest goes to the log with the request id
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -126,10 +127,13 @@ def merge_usage_details(usage: dict[str, Any], details: dict[str, int]) -> None:
 
 # -- SSE -------------------------------------------------------------------------------------------
 
-# A line ends with CRLF, LF or CR; an event ends at a blank line. Atomic groups keep a CRLF whole, so
-# "\r\n" alone is one line end and never a line end followed by a blank line.
-_EVENT_END = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
+# A line ends with CRLF, LF or CR; an event ends at a blank line: two line ends in a row, a CRLF always
+# counting as one (so "\r\n" alone is never a line end followed by a blank line). Written out per first
+# line end so that the regex engine can skip to the next CR or LF quickly.
+_EVENT_END = re.compile(rb"\r\n(?:\r\n?|\n)|\r\r\n?|\n(?:\r\n?|\n)")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+# Endings that certainly end an event, whatever comes next.
+_COMMON_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 # A blank line is at most 4 bytes: the next scan starts this far back so one split across chunks is found.
 _RESCAN = 3
 
@@ -161,21 +165,28 @@ class SSEUsageFilter:
         self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._buf and len(chunk) <= self._max_event and chunk.endswith(_COMMON_ENDS):
+            # The usual case: the chunk is whole events (a backend writes one or more per send).
+            if not _real_usage(chunk):
+                return chunk
+            ends = [0, *(m.end() for m in _EVENT_END.finditer(chunk))]
+            return b"".join(self._filter(chunk[a:b]) for a, b in itertools.pairwise(ends))
         buf = self._buf
         buf += chunk
-        end = 0
+        ends = [0]
         for m in _EVENT_END.finditer(buf, self._scan):
-            if m.end() - end > self._max_event:
+            if m.end() - ends[-1] > self._max_event:
                 break
-            end = m.end()
+            ends.append(m.end())
+        end = ends[-1]
         if len(buf) - end > self._max_event:
             raise UpstreamError(f"the backend sent an SSE event larger than {self._max_event // 1024 // 1024} MiB")
         complete = bytes(buf[:end])
         del buf[:end]
         self._scan = max(0, len(buf) - _RESCAN)
-        if b'"usage"' not in complete:
+        if not _real_usage(complete):
             return complete
-        return b"".join(self._filter(m) for m in _events(complete))
+        return b"".join(self._filter(complete[a:b]) for a, b in itertools.pairwise(ends))
 
     def flush(self) -> bytes:
         """What is left when the stream ends normally (an event without its blank line)."""
@@ -185,7 +196,7 @@ class SSEUsageFilter:
         return rest
 
     def _filter(self, event: bytes) -> bytes:
-        if b'"usage"' not in event:
+        if not _real_usage(event):
             return event
         lines = _LINE_END.split(event)
         data = [line[6:] if line[5:6] == b" " else line[5:] for line in lines if line.startswith(b"data:")]
@@ -207,13 +218,10 @@ class SSEUsageFilter:
         return others + b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def _events(data: bytes) -> list[bytes]:
-    """Split whole events (``data`` ends with a blank line), each keeping its own line ends."""
-    out, start = [], 0
-    for m in _EVENT_END.finditer(data):
-        out.append(data[start : m.end()])
-        start = m.end()
-    return out
+def _real_usage(data: bytes) -> bool:
+    """Whether some event in ``data`` may report usage; most chunks carry ``"usage": null`` or none."""
+    n = data.count(b'"usage"')
+    return n > 0 and n > data.count(b'"usage":null') + data.count(b'"usage": null')
 
 
 # -- errors ----------------------------------------------------------------------------------------
