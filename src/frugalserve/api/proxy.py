@@ -389,7 +389,7 @@ class StreamingProxyResponse:
             await until_disconnect(receive, self._pump(send))
         except ClientGone:
             gone = True
-        except (UpstreamError, UpstreamTimeout) as exc:  # the upstream broke off mid-stream: tell the client in-band
+        except APIError as exc:  # the upstream broke off mid-stream: tell the client in-band
             error = _for_pool(exc, self._pool, self._request_id, self._upstream.url)
             await self._send_error(send, error)
         finally:
