@@ -52,8 +52,13 @@ def decoded(data: bytes) -> list[str]:
 
 
 def run_filter(f: SSEUsageFilter, data: bytes, cuts: list[int]) -> bytes:
+    """Feed ``data`` cut at ``cuts``; what comes out before the end is always whole events."""
     bounds = [0, *sorted({c % (len(data) + 1) for c in cuts}), len(data)]
-    return b"".join(f.feed(data[a:b]) for a, b in itertools.pairwise(bounds)) + f.flush()
+    out = b""
+    for a, b in itertools.pairwise(bounds):
+        out += f.feed(data[a:b])
+        assert decoded(out) == decoded(out + b"\n\n"), "a blank line more would end a partial event"
+    return out + f.flush()
 
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
