@@ -13,8 +13,16 @@ Per-request behaviour is steered by an extension field ``x_fake`` in the body::
     {"interval_s": 0.05}       pause between streamed chunks
     {"die_after": 2}           exit the process (kill -9 style) after this many streamed chunks
     {"raw": "text"}            answer 200 with this non-JSON body
+    {"json_body": [1]}         answer 200 with this JSON value (e.g. not an object)
+    {"html_status": 500}       answer this status with an HTML error page (naming the server's address)
+    {"usage": {...}}           report this usage object instead of the real counts
+    {"sse_eol": "crlf"}        end SSE lines with "\r\n" ("cr", "lf", or "mixed": one style per event)
+    {"stall_after": 3}         after this many streamed chunks, send nothing until the client hangs up
+    {"endless_event": N}       stream one event of N bytes of data lines without a blank line, then end it
 
-GET /stats reports how many requests started, finished and were cancelled by the client.
+GET /stats reports how many requests started, finished and were cancelled by the client, and every
+``level`` query POST /sleep received (``sleep_levels``, the raw value or null) and every answer of
+GET /is_sleeping (``is_sleeping_answers``).
 
     python tests/fake_upstream.py --port 9001 [--start-delay 2] [--model fake] [--tokens 8]
 """
@@ -23,10 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 
@@ -34,8 +45,9 @@ WORDS = ["frugal", "serve", "token", "gpu", "sleep", "wake", "cheap", "fast"]
 
 
 class FakeUpstream:
-    def __init__(self, model: str, tokens: int, latency_s: float) -> None:
+    def __init__(self, model: str, tokens: int, latency_s: float, address: str = "") -> None:
         self.model = model
+        self.address = address
         self.tokens = tokens
         self.latency_s = latency_s
         self.sleeping = 0
@@ -45,6 +57,8 @@ class FakeUpstream:
         self.running = 0
         self.prompt_total = 0
         self.generation_total = 0
+        self.sleep_levels: list[str | None] = []
+        self.is_sleeping_answers: list[bool] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -67,11 +81,12 @@ class FakeUpstream:
         if method == "GET" and path == "/metrics":
             return await self._metrics(send)
         if method == "GET" and path == "/is_sleeping":
+            self.is_sleeping_answers.append(bool(self.sleeping))
             return await self._json(send, 200, {"is_sleeping": bool(self.sleeping)})
         if method == "POST" and path == "/sleep":
-            qs = scope.get("query_string", b"").decode()
-            level = int(qs.split("level=")[1].split("&")[0]) if "level=" in qs else 1
-            self.sleeping = level
+            raw = parse_qs(scope.get("query_string", b"").decode()).get("level", [None])[0]
+            self.sleep_levels.append(raw)
+            self.sleeping = int(raw) if raw and raw.isdigit() else 1  # vLLM's default level is 1
             return await self._json(send, 200, {})
         if method == "POST" and path == "/wake_up":
             self.sleeping = 0
@@ -88,6 +103,8 @@ class FakeUpstream:
             "cancelled": self.cancelled,
             "running": self.running,
             "sleeping": self.sleeping,
+            "sleep_levels": self.sleep_levels,
+            "is_sleeping_answers": self.is_sleeping_answers,
             "pid": os.getpid(),
         }
 
@@ -134,9 +151,16 @@ class FakeUpstream:
                     }
                 },
             )
+        if "html_status" in fake:
+            page = HTML_ERROR_PAGE.format(status=int(fake["html_status"]), server=self.address).encode()
+            headers = [(b"content-type", b"text/html")]
+            await send({"type": "http.response.start", "status": int(fake["html_status"]), "headers": headers})
+            return await send({"type": "http.response.body", "body": page})
         if "raw" in fake:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
             return await send({"type": "http.response.body", "body": str(fake["raw"]).encode()})
+        if "json_body" in fake:
+            return await self._json(send, 200, fake["json_body"])
         chat = path.endswith("chat/completions")
         n_tokens = int(fake.get("tokens", body.get("max_tokens") or self.tokens))
         n_tokens = min(n_tokens, int(body.get("max_tokens") or n_tokens))
@@ -155,7 +179,7 @@ class FakeUpstream:
                 await self._stream(body, chat, n_tokens, prompt_tokens, fake, send)
             else:
                 text = " ".join(WORDS[i % len(WORDS)] for i in range(n_tokens))
-                usage = {
+                usage = fake.get("usage") or {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": n_tokens,
                     "total_tokens": prompt_tokens + n_tokens,
@@ -187,6 +211,16 @@ class FakeUpstream:
             watcher.cancel()
             self.running -= 1
 
+    async def _endless_event(self, size: int, send: Any) -> None:
+        """One event of ``size`` bytes of data lines and no blank line (then its end, if still connected)."""
+        line = b"data: " + b"x" * 1017 + b"\n"
+        block = line * 64
+        sent = 0
+        while sent < size:
+            await send({"type": "http.response.body", "body": block, "more_body": True})
+            sent += len(block)
+        await send({"type": "http.response.body", "body": b"\n", "more_body": True})
+
     async def _cancel_on_disconnect(self, receive: Any, task: asyncio.Task[Any]) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
@@ -207,9 +241,14 @@ class FakeUpstream:
         )
         created = int(time.time())
         rid = f"fake-{self.started}"
+        eol = _eols(str(fake.get("sse_eol", "lf")))
+        if "endless_event" in fake:
+            await self._endless_event(int(fake["endless_event"]), send)
         for i in range(n_tokens):
             if die_after is not None and i >= int(die_after):
                 os._exit(9)
+            if "stall_after" in fake and i == int(fake["stall_after"]):
+                await asyncio.sleep(60)  # cancelled when the client hangs up
             word = WORDS[i % len(WORDS)] + " "
             if chat:
                 delta: dict[str, Any] = {"content": word}
@@ -227,13 +266,7 @@ class FakeUpstream:
             }
             if include_usage:
                 chunk["usage"] = None
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
-                    "more_body": True,
-                }
-            )
+            await send({"type": "http.response.body", "body": _event(chunk, next(eol)), "more_body": True})
             if interval:
                 await asyncio.sleep(interval)
         final_choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
@@ -256,15 +289,33 @@ class FakeUpstream:
                     "created": created,
                     "model": body.get("model"),
                     "choices": [],
-                    "usage": {
+                    "usage": fake.get("usage")
+                    or {
                         "prompt_tokens": prompt_tokens,
                         "completion_tokens": n_tokens,
                         "total_tokens": prompt_tokens + n_tokens,
                     },
                 }
             )
-        data = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in tail) + b"data: [DONE]\n\n"
+        data = b"".join(_event(c, next(eol)) for c in tail) + _event("[DONE]", next(eol))
         await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+HTML_ERROR_PAGE = (
+    "<!DOCTYPE html><html><head><title>{status} Internal Server Error</title></head>"
+    "<body><h1>Internal Server Error</h1><p>Traceback at {server}: model worker crashed</p></body></html>"
+)
+_EOL = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+
+
+def _eols(style: str) -> Iterator[bytes]:
+    """The line end of each successive event: one style, or all three in turn ("mixed")."""
+    return itertools.cycle(_EOL.values()) if style == "mixed" else itertools.repeat(_EOL[style])
+
+
+def _event(obj: Any, eol: bytes) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj)
+    return b"data: " + data.encode() + eol + eol
 
 
 def main() -> None:
@@ -278,7 +329,7 @@ def main() -> None:
     args = p.parse_args()
     if args.start_delay:
         time.sleep(args.start_delay)
-    app = FakeUpstream(args.model, args.tokens, args.latency_ms / 1000)
+    app = FakeUpstream(args.model, args.tokens, args.latency_ms / 1000, f"{args.host}:{args.port}")
     uvicorn.run(
         app,
         host=args.host,

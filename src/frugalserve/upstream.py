@@ -4,7 +4,9 @@
 arrives. aiohttp's exceptions never leave this module: a connect failure becomes
 :class:`~frugalserve.errors.UpstreamError` (502), a read or connect timeout
 :class:`~frugalserve.errors.UpstreamTimeout` (504), and a connection that breaks mid-body
-:class:`~frugalserve.errors.UpstreamError`. Tests and the simulator can stand in another object with
+:class:`~frugalserve.errors.UpstreamError`. Their messages say what happened and nothing else (no
+address, no backend text), so a caller may show them to a client after naming the pool; the aiohttp
+error stays attached as ``__cause__`` for the log. Tests and the simulator can stand in another object with
 the same ``send`` method.
 """
 
@@ -27,6 +29,7 @@ _DROP_RESPONSE_HEADERS = frozenset(
 class UpstreamResponse(Protocol):
     status: int
     headers: Mapping[str, str]  # names lower-cased
+    url: str  # where the request went: for the log, never for a client
 
     def iter_chunks(self) -> AsyncIterator[bytes]: ...
 
@@ -49,9 +52,10 @@ class Timeouts:
 
 
 class _AiohttpResponse:
-    def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, url: str, timeouts: Timeouts) -> None:
         self._resp = resp
-        self._url = url
+        self._timeouts = timeouts
+        self.url = url
         self.status = resp.status
         self.headers: Mapping[str, str] = {
             k.lower(): v for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS
@@ -61,10 +65,10 @@ class _AiohttpResponse:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {self._url} stopped sending") from None
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"the backend sent nothing for {self._timeouts.read_s:g} s") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream {self._url} broke off the response: {exc}") from None
+            raise UpstreamError("the backend broke off its answer") from exc
         finally:
             self._resp.release()
 
@@ -75,7 +79,7 @@ class _AiohttpResponse:
             size += len(chunk)
             if size > limit:
                 self.close()
-                raise UpstreamError(f"upstream response larger than {limit} bytes")
+                raise UpstreamError(f"the backend's answer is larger than {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
@@ -97,15 +101,22 @@ class HttpUpstream:
         )
 
     async def send(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> UpstreamResponse:
+        t = self._timeouts
         try:
             resp = await self._session.request(method, url, data=body, headers=headers, allow_redirects=False)
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {url} did not answer in time") from None
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamTimeout(f"the backend did not accept the connection within {t.connect_s:g} s") from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"the backend did not answer within {t.read_s:g} s") from exc
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(f"cannot connect to upstream {url}: {exc.os_error or exc}") from None
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                raise UpstreamError("the backend refused the connection") from exc
+            raise UpstreamError("the backend could not be reached") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise UpstreamError("the backend closed the connection without answering") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream {url} failed: {exc}") from None
-        return _AiohttpResponse(resp, url)
+            raise UpstreamError("the backend's answer could not be read") from exc
+        return _AiohttpResponse(resp, url, t)
 
     async def aclose(self) -> None:
         await self._session.close()

@@ -34,11 +34,12 @@ from frugalserve.api.proxy import (
     CLIENT_CLOSED,
     ClientGone,
     StreamingProxyResponse,
-    merge_usage_details,
-    parse_usage,
-    read_whole,
-    until_disconnect,
-    upstream_status_error,
+    Usage,
+    failure_kind,
+    is_event_stream,
+    read_answer,
+    send_upstream,
+    sse_headers,
 )
 from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.images import PreprocessCache
@@ -252,7 +253,7 @@ class Gateway:
     async def _send(self, request: Request, pool: Pool, url: str, body: bytes, headers: dict[str, str]) -> Any:
         assert self.upstream is not None
         try:
-            return await until_disconnect(request.receive, self.upstream.send("POST", url, body, headers))
+            return await send_upstream(self.upstream, request.receive, pool.name, url, body, headers)
         except UpstreamTimeout:
             self.metrics.upstream_errors.labels(pool.name, "timeout").inc()
             raise
@@ -277,44 +278,29 @@ class Gateway:
         details = prepared.usage_details() if prepared is not None else None
         if lease.waited_s:
             out_headers["x-frugalserve-cold-start-ms"] = str(round(lease.waited_s * 1000))
-        status = upstream.status
-        if status >= 400 or not stream or "text/event-stream" not in upstream.headers.get("content-type", ""):
+        if not is_event_stream(upstream, stream):
             try:
-                payload = await read_whole(request.receive, upstream, MAX_UPSTREAM_BODY)
+                payload, usage = await read_answer(
+                    request.receive, upstream, pool.name, record.request_id, MAX_UPSTREAM_BODY, details
+                )
+            except APIError as exc:
+                self.metrics.upstream_errors.labels(pool.name, failure_kind(exc, upstream.status)).inc()
+                raise
             finally:
                 lease.release()
-            if status >= 400:
-                self.metrics.upstream_errors.labels(pool.name, "status").inc()
-                raise upstream_status_error(status, payload, upstream.headers.get("content-type"))
-            usage = None
-            if payload[:1] == b"{":
-                try:
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    obj = None
-                usage = parse_usage(obj)
-                if usage is not None and details is not None:
-                    merge_usage_details(usage, details)
-                    payload = orjson.dumps(obj)
             self._mark_first_byte(record)
-            self._finish(record, status, usage, None)
-            media = upstream.headers.get("content-type", "application/json")
-            return Response(payload, status_code=status, headers=out_headers, media_type=media)
-
-        raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-            *((k.encode(), v.encode()) for k, v in out_headers.items()),
-        ]
+            self._finish(record, upstream.status, usage, None)
+            return Response(payload, status_code=upstream.status, headers=out_headers, media_type="application/json")
         return StreamingProxyResponse(
             upstream,
             lease,
-            raw_headers,
+            sse_headers(out_headers),
             client_wants_usage,
             usage_details=details,
             on_first_byte=lambda: self._mark_first_byte(record),
             on_finish=lambda st, usage, err, gone: self._finish_stream(record, st, usage, err, gone),
+            pool=pool.name,
+            request_id=record.request_id,
         )
 
     # -- records and metrics ---------------------------------------------------------------------
@@ -326,7 +312,7 @@ class Gateway:
         self,
         record: RequestRecord,
         status: int,
-        usage: dict[str, Any] | None,
+        usage: Usage | None,
         err: APIError | None,
         gone: bool,
     ) -> None:
@@ -335,15 +321,15 @@ class Gateway:
             status = CLIENT_CLOSED
         self._finish(record, status, usage, err)
 
-    def _finish(self, record: RequestRecord, status: int, usage: dict[str, Any] | None, err: APIError | None) -> None:
+    def _finish(self, record: RequestRecord, status: int, usage: Usage | None, err: APIError | None) -> None:
         record.status = status
         record.duration_s = self.clock.monotonic() - record.started_mono
         if err is not None:
             record.error_code = err.code or err.type
-        if usage is not None:
-            pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            record.prompt_tokens = pt if isinstance(pt, int) else None
-            record.completion_tokens = ct if isinstance(ct, int) else None
+        if usage is not None:  # checked by proxy.parse_usage: counts are trusted or None with a note
+            record.prompt_tokens = usage.prompt_tokens
+            record.completion_tokens = usage.completion_tokens
+            record.usage_note = usage.note
         pool = record.pool or "-"
         m = self.metrics
         m.requests.labels(pool, record.endpoint, str(status)).inc()
