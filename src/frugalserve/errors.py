@@ -122,20 +122,6 @@ class UpstreamTimeout(APIError):
     code = "upstream_timeout"
 
 
-class UpstreamStatus(APIError):
-    """An upstream's own error response, passed through with its status and body."""
-
-    type = "upstream_error"
-
-    def __init__(self, status: int, body: bytes, content_type: str | None) -> None:
-        super().__init__(f"upstream answered {status}", status=status)
-        self.raw_body = body
-        self.content_type = content_type or "application/json"
-
-    def to_bytes(self) -> bytes:
-        return self.raw_body
-
-
 def error_response(exc: BaseException, request_id: str | None = None) -> Response:
     """Turn any exception into an OpenAI-shaped response; unknown ones become a bare 500 message."""
     if not isinstance(exc, APIError):
@@ -143,5 +129,4 @@ def error_response(exc: BaseException, request_id: str | None = None) -> Respons
     headers = dict(exc.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    media = exc.content_type if isinstance(exc, UpstreamStatus) else "application/json"
-    return Response(exc.to_bytes(), status_code=exc.status, headers=headers, media_type=media)
+    return Response(exc.to_bytes(), status_code=exc.status, headers=headers, media_type="application/json")

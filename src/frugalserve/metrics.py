@@ -44,7 +44,7 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "frugalserve_upstream_errors",
-            "Failures talking to a backend, by pool and kind (connect, timeout, broken, status).",
+            "Failures talking to a backend, by pool and kind (connect, timeout, broken, status, invalid).",
             ["pool", "kind"],
             registry=r,
         )

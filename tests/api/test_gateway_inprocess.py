@@ -210,9 +210,9 @@ async def test_upstream_timeout_is_504(client: httpx.AsyncClient) -> None:
     assert err["type"] == "timeout_error"
 
 
-async def test_upstream_non_json_error_is_wrapped(client: httpx.AsyncClient) -> None:
+async def test_upstream_5xx_is_a_502_naming_the_pool(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/chat/completions", json={**CHAT, "x_fake": {"status": 500}})
-    assert r.status_code == 500 and r.json()["error"]["message"] == "fake error 500"
+    assert r.status_code == 502 and r.json()["error"]["message"] == "pool 'small': the backend answered 500"
 
 
 async def test_unknown_route_and_method_are_openai_errors(client: httpx.AsyncClient) -> None:

@@ -3,8 +3,11 @@
 Request path of an OpenAI call (each stage raises an :class:`~frugalserve.errors.APIError`, which
 becomes OpenAI's error JSON in :mod:`frugalserve.api.boundary`, the one place errors are mapped):
 
-    read body (size limit) → parse JSON → validate shape → find the pool → prepare (budgets)
-    → acquire a lease on a ready replica → send upstream → stream back → finish the record
+    admit:    read body (size limit) → parse JSON → validate shape → authenticate → find the pool
+              → authorize (budget, rate) → prepare (count exactly, resize images, cap)   → a Call
+    dispatch: hold while cold (api/holding.py) → lease a ready replica
+    forward:  send upstream (api/proxy.py) → respond, streaming or whole
+    record:   api/recording.py finishes the record once, whatever happened, and hands it to accounting
 """
 
 from __future__ import annotations
@@ -23,24 +26,24 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frugalserve.accounting.auth import bearer_matches
 from frugalserve.accounting.service import Accounting
 from frugalserve.api import admin, validate
 from frugalserve.api.boundary import REQUEST_ID_HEADER, Boundary, request_id, starlette_handler
+from frugalserve.api.call import Call
 from frugalserve.api.holding import HeldStreamResponse
 from frugalserve.api.proxy import (
-    CLIENT_CLOSED,
     ClientGone,
     StreamingProxyResponse,
-    Usage,
     failure_kind,
     is_event_stream,
     read_answer,
     send_upstream,
     sse_headers,
 )
+from frugalserve.api.recording import Recorder
 from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.images import PreprocessCache
 from frugalserve.budget.prepare import Prepared, prepare_chat, prepare_completion
@@ -53,7 +56,7 @@ from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
-from frugalserve.upstream import HttpUpstream, Timeouts, Upstream
+from frugalserve.upstream import HttpUpstream, Timeouts, Upstream, UpstreamResponse
 
 log = logging.getLogger("frugalserve.gateway")
 
@@ -96,6 +99,7 @@ class Gateway:
             pools = [managed.get(p.name) or StaticPool(p) for p in config.pools]
         self.pools = PoolSet(pools)
         self.sink: RecordSink = sink or self.accounting
+        self.recorder = Recorder(self.clock, self.metrics, self.sink)
         gw = config.gateway
         self._upstream_factory = upstream_factory or (
             lambda: HttpUpstream(Timeouts(connect_s=gw.connect_timeout_s, read_s=gw.request_timeout_s))
@@ -136,20 +140,22 @@ class Gateway:
         request = Request(scope, receive)
         record = RequestRecord(request_id(request), kind, "", self.clock.wall(), self.clock.monotonic())
         try:
-            response = await self._handle(request, kind, path, record)
+            call = await self._admit(request, kind, path, record)
+            response = await self._dispatch(call)
         except ClientGone:
-            record.client_disconnected = True
-            self._finish(record, CLIENT_CLOSED, None, None)
+            self.recorder.gone(record)
             return
         except APIError as exc:
-            self._finish(record, exc.status, None, exc)
+            self.recorder.finish(record, exc.status, None, exc)
             if record.pool:
                 exc.headers.setdefault(POOL_HEADER, record.pool)
             raise
         except BaseException:  # a bug, or a panic in a native library: still one record, counters released
-            self._finish(record, 500, None, None)
+            self.recorder.finish(record, 500, None, None)
             raise
         await response(scope, receive, send)
+
+    # -- the stages, in order ----------------------------------------------------------------------
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -170,18 +176,17 @@ class Gateway:
     def _too_large_message(self) -> str:
         return f"The request body is larger than the limit of {self.config.gateway.max_body_mb:g} MB."
 
-    async def _handle(self, request: Request, kind: str, path: str, record: RequestRecord) -> Response | Any:
-        body = await self._read_body(request)
-        data = validate.parse_json(body)
+    async def _admit(self, request: Request, kind: str, path: str, record: RequestRecord) -> Call:
+        """Read and check the body, authenticate, find the pool, count and cap the prompt."""
+        data = validate.parse_json(await self._read_body(request))
         record.model = validate.chat(data) if kind == "chat" else validate.completion(data)
         # Who is asking comes first: without a valid key, not even the model's existence is revealed.
         key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
         pool = self.pools.resolve(record.model)
         record.pool = pool.name
-        self.metrics.in_flight.labels(pool.name).inc()  # _finish, called once per request, decrements
+        self.recorder.admitted(record)
         self.accounting.admit(key, record)
-        stream = bool(data.get("stream"))
-        record.stream = stream
+        record.stream = stream = bool(data.get("stream"))
         client_wants_usage = False
         if stream:
             opts = data.get("stream_options") or {}
@@ -189,42 +194,14 @@ class Gateway:
             data["stream_options"] = {**opts, "include_usage": True}
         data["model"] = pool.config.served_model
         prepared = await self._prepare(pool, kind, data, record)
+        return Call(request, record, pool, path, data, stream, client_wants_usage, prepared)
 
-        if stream and not pool.is_ready():  # cold: start the SSE response now, keep it alive while held
-            headers = {POOL_HEADER: pool.name, REQUEST_ID_HEADER: record.request_id}
-            return HeldStreamResponse(self, request, pool, record, data, path, client_wants_usage, headers, prepared)
-        lease = await pool.acquire()
-        return await self._forward(request, pool, lease, path, data, record, stream, client_wants_usage, prepared)
-
-    async def _forward(
-        self,
-        request: Request,
-        pool: Pool,
-        lease: Lease,
-        path: str,
-        data: dict[str, Any],
-        record: RequestRecord,
-        stream: bool,
-        client_wants_usage: bool,
-        prepared: Prepared | None,
-    ) -> Response | StreamingProxyResponse:
-        """Send the request to the leased replica; the lease is released when the response ends."""
-        try:
-            target = lease.target
-            record.replica = target.replica
-            if lease.waited_s:
-                record.cold_start_wait_s = lease.waited_s
-            headers = {
-                "content-type": "application/json",
-                REQUEST_ID_HEADER: record.request_id,
-                **target.headers,
-            }
-            assert self.upstream is not None, "gateway not started"
-            upstream = await self._send(request, pool, target.base_url + path, orjson.dumps(data), headers)
-        except BaseException:
-            lease.release()
-            raise
-        return await self._respond(request, pool, lease, upstream, record, stream, client_wants_usage, prepared)
+    async def _dispatch(self, call: Call) -> ASGIApp:
+        """Hold while the pool is cold (streams get their headers and keep-alives at once), then forward."""
+        if call.stream and not call.pool.is_ready():
+            headers = {POOL_HEADER: call.pool.name, REQUEST_ID_HEADER: call.record.request_id}
+            return HeldStreamResponse(call, self._forward, self.recorder, self.clock, headers)
+        return await self._forward(call, await call.pool.acquire())
 
     async def _prepare(self, pool: Pool, kind: str, data: dict[str, Any], record: RequestRecord) -> Prepared | None:
         """Count the prompt exactly and apply the pool's budgets (rewrites images and max_tokens in place)."""
@@ -250,101 +227,65 @@ class Gateway:
             m.max_tokens_clamped.labels(pool.name).inc()
         return prepared
 
-    async def _send(self, request: Request, pool: Pool, url: str, body: bytes, headers: dict[str, str]) -> Any:
-        assert self.upstream is not None
+    async def _forward(self, call: Call, lease: Lease) -> ASGIApp:
+        """Send the call to the leased replica; the lease is released when the response ends."""
+        record = call.record
         try:
-            return await send_upstream(self.upstream, request.receive, pool.name, url, body, headers)
+            target = lease.target
+            record.replica = target.replica
+            if lease.waited_s:
+                record.cold_start_wait_s = lease.waited_s
+            headers = {"content-type": "application/json", REQUEST_ID_HEADER: record.request_id, **target.headers}
+            upstream = await self._send(call, target.base_url + call.path, orjson.dumps(call.data), headers)
+        except BaseException:
+            lease.release()
+            raise
+        return await self._respond(call, lease, upstream)
+
+    async def _send(self, call: Call, url: str, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
+        assert self.upstream is not None, "gateway not started"
+        pool = call.pool.name
+        try:
+            return await send_upstream(self.upstream, call.request.receive, pool, url, body, headers)
         except UpstreamTimeout:
-            self.metrics.upstream_errors.labels(pool.name, "timeout").inc()
+            self.metrics.upstream_errors.labels(pool, "timeout").inc()
             raise
         except UpstreamError:
-            self.metrics.upstream_errors.labels(pool.name, "connect").inc()
+            self.metrics.upstream_errors.labels(pool, "connect").inc()
             raise
 
-    async def _respond(
-        self,
-        request: Request,
-        pool: Pool,
-        lease: Lease,
-        upstream: Any,
-        record: RequestRecord,
-        stream: bool,
-        client_wants_usage: bool,
-        prepared: Prepared | None,
-    ) -> Response | StreamingProxyResponse:
+    async def _respond(self, call: Call, lease: Lease, upstream: UpstreamResponse) -> ASGIApp:
+        record, pool, prepared = call.record, call.pool, call.prepared
         out_headers = {POOL_HEADER: pool.name, REQUEST_ID_HEADER: record.request_id}
         if prepared is not None and prepared.notes:
             out_headers[NOTES_HEADER] = "; ".join(prepared.notes)
         details = prepared.usage_details() if prepared is not None else None
         if lease.waited_s:
             out_headers["x-frugalserve-cold-start-ms"] = str(round(lease.waited_s * 1000))
-        if not is_event_stream(upstream, stream):
+        if not is_event_stream(upstream, call.stream):
             try:
                 payload, usage = await read_answer(
-                    request.receive, upstream, pool.name, record.request_id, MAX_UPSTREAM_BODY, details
+                    call.request.receive, upstream, pool.name, record.request_id, MAX_UPSTREAM_BODY, details
                 )
             except APIError as exc:
                 self.metrics.upstream_errors.labels(pool.name, failure_kind(exc, upstream.status)).inc()
                 raise
             finally:
                 lease.release()
-            self._mark_first_byte(record)
-            self._finish(record, upstream.status, usage, None)
+            self.recorder.first_byte(record)
+            self.recorder.finish(record, upstream.status, usage, None)
             return Response(payload, status_code=upstream.status, headers=out_headers, media_type="application/json")
         return StreamingProxyResponse(
             upstream,
             lease,
             sse_headers(out_headers),
-            client_wants_usage,
+            call.client_wants_usage,
             usage_details=details,
-            on_first_byte=lambda: self._mark_first_byte(record),
-            on_finish=lambda st, usage, err, gone: self._finish_stream(record, st, usage, err, gone),
+            on_first_byte=lambda: self.recorder.first_byte(record),
+            on_finish=lambda st, usage, err, gone: self.recorder.finish_stream(record, st, usage, err, gone),
             pool=pool.name,
             request_id=record.request_id,
         )
-
-    # -- records and metrics ---------------------------------------------------------------------
-
-    def _mark_first_byte(self, record: RequestRecord) -> None:
-        record.ttfb_s = self.clock.monotonic() - record.started_mono
-
-    def _finish_stream(
-        self,
-        record: RequestRecord,
-        status: int,
-        usage: Usage | None,
-        err: APIError | None,
-        gone: bool,
-    ) -> None:
-        record.client_disconnected = gone
-        if gone:
-            status = CLIENT_CLOSED
-        self._finish(record, status, usage, err)
-
-    def _finish(self, record: RequestRecord, status: int, usage: Usage | None, err: APIError | None) -> None:
-        record.status = status
-        record.duration_s = self.clock.monotonic() - record.started_mono
-        if err is not None:
-            record.error_code = err.code or err.type
-        if usage is not None:  # checked by proxy.parse_usage: counts are trusted or None with a note
-            record.prompt_tokens = usage.prompt_tokens
-            record.completion_tokens = usage.completion_tokens
-            record.usage_note = usage.note
-        pool = record.pool or "-"
-        m = self.metrics
-        m.requests.labels(pool, record.endpoint, str(status)).inc()
-        if record.pool:
-            m.in_flight.labels(pool).dec()
-            m.latency.labels(pool, record.endpoint).observe(record.duration_s)
-            if record.ttfb_s is not None:
-                m.ttfb.labels(pool, record.endpoint).observe(record.ttfb_s)
-            if record.prompt_tokens:
-                m.tokens.labels(pool, "prompt").inc(record.prompt_tokens)
-            if record.completion_tokens:
-                m.tokens.labels(pool, "completion").inc(record.completion_tokens)
-            if record.client_disconnected:
-                m.client_disconnects.labels(pool).inc()
-        self.sink.submit(record)
 
     # -- plain endpoints ---------------------------------------------------------------------------
 

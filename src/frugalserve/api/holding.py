@@ -4,124 +4,83 @@ A client (or a proxy between) that sees nothing for a minute while a backend sta
 So a streaming request that must wait gets its 200 and SSE headers immediately, then an SSE comment
 ``: waiting for a replica`` every ``lifecycle.keepalive_s`` (comments are ignored by SSE parsers and
 OpenAI's SDKs), then ``: x-frugalserve-cold-start-ms: N`` when a replica is ready, then the stream.
-An error after the headers went out is sent in-band as ``data: {"error": ...}``, like a mid-stream error.
+An error after the headers went out is sent in-band as ``data: {"error": ...}``, like a mid-stream error;
+before that (the client left, say), it is raised for the error boundary to answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from typing import Any
 
-from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from frugalserve.api.proxy import CLIENT_CLOSED, ClientGone, wait_disconnect
+from frugalserve.api.call import Call, Forward
+from frugalserve.api.proxy import ClientGone, sse_error_event, sse_headers, until_disconnect
+from frugalserve.api.recording import Recorder
+from frugalserve.clock import Clock
 from frugalserve.errors import APIError
-from frugalserve.pools import Lease, Pool
-from frugalserve.records import RequestRecord
+from frugalserve.pools import Lease
+from frugalserve.tasks import Second, race
 
 log = logging.getLogger("frugalserve.gateway")
 
 KEEPALIVE = b": waiting for a replica\n\n"
 
 
+def _release(lease: Lease) -> None:
+    lease.release()
+
+
 class HeldStreamResponse:
-    def __init__(
-        self,
-        gateway: Any,  # frugalserve.api.app.Gateway (not imported: it imports this module)
-        request: Request,
-        pool: Pool,
-        record: RequestRecord,
-        data: dict[str, Any],
-        path: str,
-        client_wants_usage: bool,
-        headers: dict[str, str],
-        prepared: Any = None,  # frugalserve.budget.prepare.Prepared | None
-    ) -> None:
-        self.gateway = gateway
-        self.prepared = prepared
-        self.request = request
-        self.pool = pool
-        self.record = record
-        self.data = data
-        self.path = path
-        self.client_wants_usage = client_wants_usage
+    def __init__(self, call: Call, forward: Forward, recorder: Recorder, clock: Clock, headers: dict[str, str]) -> None:
+        self.call = call
+        self.forward = forward
+        self.recorder = recorder
+        self.clock = clock
         self.headers = headers
         self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        record = self.record
+        record = self.call.record
         try:
-            lease = await self._hold(send, receive)
-            if self.started:
-                await self._body(send, f": x-frugalserve-cold-start-ms: {round(lease.waited_s * 1000)}\n\n".encode())
-            response = await self.gateway._forward(
-                self.request,
-                self.pool,
-                lease,
-                self.path,
-                self.data,
-                record,
-                True,
-                self.client_wants_usage,
-                self.prepared,
-            )
+            lease = await until_disconnect(receive, self._acquire_keeping_alive(send), discard=_release)
+            if self.started:  # (a replica that became ready at once leaves nothing to keep alive)
+                wait_ms = round(lease.waited_s * 1000)
+                await self._body(send, f": x-frugalserve-cold-start-ms: {wait_ms}\n\n".encode())
+            response = await self.forward(self.call, lease)
         except ClientGone:
-            record.client_disconnected = True
-            self.gateway._finish(record, CLIENT_CLOSED, None, None)
+            self.recorder.gone(record)
             return
         except APIError as exc:
-            self.gateway._finish(record, exc.status, None, exc)
+            self.recorder.finish(record, exc.status, None, exc)
             await self._error(send, exc)
             return
-        except Exception as exc:
-            if self.started:  # otherwise the boundary logs it when it answers
-                log.exception("request %s failed", record.request_id)
-            self.gateway._finish(record, 500, None, None)
+        except BaseException as exc:
+            self.recorder.finish(record, 500, None, None)
+            if not isinstance(exc, Exception) or not self.started:
+                raise  # the boundary answers (and logs) what has not started
+            log.exception("request %s failed", record.request_id)
             await self._error(send, exc)
             return
         await response(scope, receive, self._after_start(send) if self.started else send)
 
-    async def _hold(self, send: Send, receive: Receive) -> Lease:
-        clock = self.gateway.clock
-        keepalive_s = self.pool.config.lifecycle.keepalive_s
-        acquire = asyncio.ensure_future(self.pool.acquire())
-        gone = asyncio.ensure_future(wait_disconnect(receive))
-        try:
-            await self._start(send)
-            while True:
-                tick = asyncio.ensure_future(clock.sleep(keepalive_s))
-                try:
-                    await asyncio.wait((acquire, gone, tick), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    tick.cancel()
-                if acquire.done():
-                    return acquire.result()
-                if gone.done():
-                    raise ClientGone()
-                await self._body(send, KEEPALIVE)
-        finally:
-            gone.cancel()
-            if not acquire.done():
-                acquire.cancel()
-                with contextlib.suppress(BaseException):
-                    await acquire
-                if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
-                    acquire.result().release()
+    async def _acquire_keeping_alive(self, send: Send) -> Lease:
+        won = await race(self.call.pool.acquire(), self._keep_alive(send), discard=_release)
+        if isinstance(won, Second):
+            raise RuntimeError("keep-alives ended before a replica was ready")
+        return won.value
 
-    async def _start(self, send: Send) -> None:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-            (b"x-frugalserve-cold-start", b"waiting"),
-            *((k.encode(), v.encode()) for k, v in self.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+    async def _keep_alive(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self._start_headers()})
         self.started = True
         await self._body(send, KEEPALIVE)
+        while True:
+            await self.clock.sleep(self.call.pool.config.lifecycle.keepalive_s)
+            await self._body(send, KEEPALIVE)
+
+    def _start_headers(self) -> list[tuple[bytes, bytes]]:
+        return [*sse_headers(self.headers), (b"x-frugalserve-cold-start", b"waiting")]
 
     @staticmethod
     async def _body(send: Send, data: bytes, more: bool = True) -> None:
@@ -134,9 +93,9 @@ class HeldStreamResponse:
                 exc.headers.update(self.headers)
             raise exc
         if not isinstance(exc, APIError):
-            exc = APIError(f"internal error (request {self.record.request_id})")
+            exc = APIError(f"internal error (request {self.call.record.request_id})")
         with contextlib.suppress(Exception):
-            await self._body(send, b"data: " + exc.to_bytes() + b"\n\n", more=False)
+            await self._body(send, sse_error_event(exc), more=False)
 
     @staticmethod
     def _after_start(send: Send) -> Send:

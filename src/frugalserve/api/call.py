@@ -1,0 +1,35 @@
+"""One OpenAI request on its way through the gateway: what the stages hand each other.
+
+:class:`Call` replaces the long argument lists the stages used to pass along: the stages before dispatch
+fill it (validate, authenticate, resolve the pool, prepare the budget), the stages after read it (hold,
+forward, respond, record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp
+
+from frugalserve.budget.prepare import Prepared
+from frugalserve.pools import Lease, Pool
+from frugalserve.records import RequestRecord
+
+
+@dataclass(slots=True)
+class Call:
+    request: Request
+    record: RequestRecord
+    pool: Pool
+    path: str  # the upstream path, e.g. /v1/chat/completions
+    data: dict[str, Any]  # the body as it will be sent (served model name, rewritten images, caps)
+    stream: bool
+    client_wants_usage: bool  # the client asked for the usage chunk (the gateway always asks upstream)
+    prepared: Prepared | None  # None for pools that count nothing (tokenizer: none)
+
+
+# Send a call to the replica a lease names; the ASGI app it returns streams or sends the answer.
+Forward = Callable[[Call, Lease], Awaitable[ASGIApp]]

@@ -1,0 +1,63 @@
+"""The end of every request: its record finished once, its metrics counted, the record handed to the sink.
+
+Every path through the gateway (an answer, an error, a client that left, a stream that broke) ends in
+:meth:`Recorder.finish`, which is also what releases the request's share of the in-flight gauge.
+"""
+
+from __future__ import annotations
+
+from frugalserve.api.proxy import CLIENT_CLOSED, Usage
+from frugalserve.clock import Clock
+from frugalserve.errors import APIError
+from frugalserve.metrics import GatewayMetrics
+from frugalserve.records import RecordSink, RequestRecord
+
+
+class Recorder:
+    def __init__(self, clock: Clock, metrics: GatewayMetrics, sink: RecordSink) -> None:
+        self.clock = clock
+        self.metrics = metrics
+        self.sink = sink
+
+    def admitted(self, record: RequestRecord) -> None:
+        """The request has a pool: it counts as in flight until :meth:`finish`."""
+        self.metrics.in_flight.labels(record.pool).inc()
+
+    def first_byte(self, record: RequestRecord) -> None:
+        record.ttfb_s = self.clock.monotonic() - record.started_mono
+
+    def finish_stream(
+        self, record: RequestRecord, status: int, usage: Usage | None, err: APIError | None, gone: bool
+    ) -> None:
+        record.client_disconnected = gone
+        self.finish(record, CLIENT_CLOSED if gone else status, usage, err)
+
+    def gone(self, record: RequestRecord) -> None:
+        """The client left before its answer began."""
+        record.client_disconnected = True
+        self.finish(record, CLIENT_CLOSED, None, None)
+
+    def finish(self, record: RequestRecord, status: int, usage: Usage | None, err: APIError | None) -> None:
+        record.status = status
+        record.duration_s = self.clock.monotonic() - record.started_mono
+        if err is not None:
+            record.error_code = err.code or err.type
+        if usage is not None:  # checked by proxy.parse_usage: counts are trusted or None with a note
+            record.prompt_tokens = usage.prompt_tokens
+            record.completion_tokens = usage.completion_tokens
+            record.usage_note = usage.note
+        pool = record.pool or "-"
+        m = self.metrics
+        m.requests.labels(pool, record.endpoint, str(status)).inc()
+        if record.pool:
+            m.in_flight.labels(pool).dec()
+            m.latency.labels(pool, record.endpoint).observe(record.duration_s)
+            if record.ttfb_s is not None:
+                m.ttfb.labels(pool, record.endpoint).observe(record.ttfb_s)
+            if record.prompt_tokens:
+                m.tokens.labels(pool, "prompt").inc(record.prompt_tokens)
+            if record.completion_tokens:
+                m.tokens.labels(pool, "completion").inc(record.completion_tokens)
+            if record.client_disconnected:
+                m.client_disconnects.labels(pool).inc()
+        self.sink.submit(record)
