@@ -4,7 +4,9 @@ shutdown grace. Every loop is bounded in count and time."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import json
 import signal
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from . import procs
 
@@ -289,12 +292,25 @@ def test_access_log_off_by_default_and_one_line_per_request_when_on(tmp_path: Pa
             assert " GET /nope 404 " in access[1]
 
 
-def test_startup_log_has_no_alembic_chatter(tmp_path: Path) -> None:
-    with procs.gateway(tmp_path, POOL) as (url, proc):
+def test_logs_carry_no_alembic_or_libvips_chatter(tmp_path: Path) -> None:
+    picture = io.BytesIO()
+    Image.new("RGB", (1920, 1080), "teal").save(picture, "PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(picture.getvalue()).decode()
+    chat = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}}]}],
+    }
+    with (
+        procs.fake_upstream(tmp_path) as upstream,
+        procs.gateway(tmp_path, f"pools:\n  - {{name: a, model: m, backend: {{url: '{upstream}'}}}}\n") as (url, proc),
+    ):
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens_details"]["image_tokens_saved"] > 0  # libvips did resize it
         procs.stop(proc)
     log = (tmp_path / f"gateway-{port_of(url)}.log").read_text()
     assert "Running upgrade" in log  # what changed in the database is still said
-    for chatter in ("Context impl", "Will assume", "setup plugin"):
+    for chatter in ("Context impl", "Will assume", "setup plugin", "VIPS", "pyvips"):
         assert chatter not in log, chatter
     assert "INFO:     " not in log, "uvicorn's own log format instead of the gateway's"
 

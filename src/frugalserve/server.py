@@ -90,12 +90,13 @@ class _MigrationSteps(logging.Filter):
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # libvips says "threadpool completed" per image at info and traces every call at debug: never ours to show.
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
     if level != "debug":
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         migration = logging.getLogger("alembic.runtime.migration")
         if not any(isinstance(f, _MigrationSteps) for f in migration.filters):
             migration.addFilter(_MigrationSteps())
-        logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 
 def raise_open_files_limit(needed: int) -> None:
