@@ -131,6 +131,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         elif self._in_message and self._header_timer is None:
             self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
 
+    def handle_websocket_upgrade(self) -> None:
+        self._cancel_timers()  # the connection now belongs to the websocket protocol
+        super().handle_websocket_upgrade()
+
     # httptools parser callbacks
 
     def on_message_begin(self) -> None:
