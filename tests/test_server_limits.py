@@ -241,6 +241,27 @@ async def test_trickled_body_gets_408_after_body_timeout(tmp_path: Path) -> None
             assert 0.9 < time.monotonic() - start < 2.5
 
 
+async def test_requests_arriving_on_open_connections_during_shutdown_are_answered(tmp_path: Path) -> None:
+    with procs.gateway(tmp_path, "gateway: {shutdown_grace_s: 10}\n" + POOL) as (url, proc):
+        port = port_of(url)
+        async with contextlib.AsyncExitStack() as stack:
+            kept = await stack.enter_async_context(connection(port))
+            await kept.send(HEAD + b"\r\n")
+            assert (await kept.response(5))[0] == 200
+            fresh = await stack.enter_async_context(connection(port))  # accepted, nothing sent yet
+            partial = await stack.enter_async_context(connection(port))
+            await partial.send(b"GET /healthz HTTP/1.1\r\n")  # a request still arriving
+            await asyncio.sleep(0.2)  # the gateway has accepted both
+            proc.send_signal(signal.SIGTERM)
+            await kept.closed_within(5)  # an idle kept-alive connection closes at once
+            for client, rest in ((fresh, HEAD + b"\r\n"), (partial, b"Host: gw\r\n\r\n")):
+                await client.send(rest)
+                status, headers, _ = await client.response(5)
+                assert (status, headers["connection"]) == (200, "close")
+                await client.closed_within(5)
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+
+
 def test_shutdown_grace_below_one_second_is_honoured_with_a_stream_open(tmp_path: Path) -> None:
     with procs.fake_upstream(tmp_path) as upstream:
         config = (

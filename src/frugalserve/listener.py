@@ -103,6 +103,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._reading_headers = True  # between the end of a request (or connect) and the end of the next headers
         self._in_message = False  # a request's first byte has arrived and the request is not complete
         self._header_bytes = 0
+        self._fresh = True  # no request has begun on this connection yet
+        self._close_after_response = False  # the server is stopping: this connection's request is its last
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
 
@@ -131,6 +133,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         elif self._in_message and self._header_timer is None:
             self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
 
+    def shutdown(self) -> None:
+        """The server stops: uvicorn closes every connection without a request in flight, which resets a
+        client whose request is still arriving, or was sent but not read yet while the event loop was busy.
+        Such a connection (a request begun, or none yet on a fresh connection) gets its request answered,
+        then closes; one that never sends closes at its header timeout. Kept-alive idle ones close now."""
+        if self._in_message or self._fresh:
+            self._close_after_response = True
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.keep_alive = False
+            return
+        super().shutdown()
+
     def handle_websocket_upgrade(self) -> None:
         self._cancel_timers()  # the connection now belongs to the websocket protocol
         super().handle_websocket_upgrade()
@@ -139,6 +153,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._in_message = True
+        self._fresh = False
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
@@ -151,6 +166,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.app = refusal_app(header_too_large(self.limits))  # this request only; it closes the connection
         super().on_headers_complete()
         self.app = app
+        if self._close_after_response:
+            self.cycle.keep_alive = False
         self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
 
     def on_message_complete(self) -> None:
