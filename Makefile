@@ -6,6 +6,10 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # torch is pinned in the engine extra; an unpinned torch would pull several GB of CUDA wheels.
 STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+# make run [PORT=8081] [HOST=0.0.0.0] [CONFIG=my.yaml]: read from make's command line only, because HOST and
+# PORT are often set in the environment for other programs (tcsh exports HOST, for one).
+cli_opt  = $(if $(filter command line,$(origin $(1))),--$(2) $($(1)))
+RUN_ARGS = $(call cli_opt,CONFIG,config) $(call cli_opt,HOST,host) $(call cli_opt,PORT,port)
 
 # `make smoke` installs what `make run` installs into its own venv and drives it from outside (CI runs it).
 SMOKE_VENV ?= .venv-smoke
@@ -26,7 +30,7 @@ $(STAMP_TEST): pyproject.toml | $(PY)
 	$(PY) -c "import frugalserve, torch, transformers, pytest, openai" && touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
-	$(VENV)/bin/frugalserve up
+	$(VENV)/bin/frugalserve up $(strip $(RUN_ARGS))
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -q

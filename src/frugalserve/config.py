@@ -4,6 +4,9 @@ Defaults live in the dataclass fields below and nowhere else. :func:`parse` walk
 against the dataclasses' type hints, so every section a later feature adds is checked the same way,
 and every error names its key path (``pools[1].backend.url: not a URL``). Unknown keys are errors:
 a typo must not silently fall back to a default.
+
+A section may define ``validate(path)`` (its values) and ``validate_keys(path, given)`` (which keys the
+YAML spelled out, for rules such as "``lifecycle:`` means nothing on a ``url`` backend").
 """
 
 from __future__ import annotations
@@ -21,22 +24,12 @@ from urllib.parse import urlsplit
 import yaml
 
 from frugalserve.accounting.config import AccountingConfig, AuthConfig
+from frugalserve.budget.limits import LimitsConfig
+from frugalserve.config_errors import ConfigError as ConfigError  # re-exported: its home before config_errors
 from frugalserve.lifecycle.config import LifecycleConfig
 
 ENV_CONFIG = "FRUGALSERVE_CONFIG"
 T = typing.TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config problem; the message starts with the key path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-
-
-# Sections defined beside the code that uses them (they need ConfigError, hence after it).
-from frugalserve.budget.limits import LimitsConfig  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------
 # Sections
@@ -52,19 +45,35 @@ class GatewayConfig:
     request_timeout_s: float = 600.0
     shutdown_grace_s: float = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One log line per request (method, path, status, duration, request id) on logger frugalserve.access.
+    access_log: bool = False
     # Resized images kept by content hash, so a repeated image is decoded and resized once.
     image_cache_mb: float = 256.0
     # When set, GET /metrics needs "Authorization: Bearer <token>" (Prometheus: authorization.credentials).
     metrics_token: str | None = None
+    # The listening socket's limits against slow and oversized clients (frugalserve.listener).
+    max_header_kb: float = 64.0  # request line + headers; more gets 431
+    header_timeout_s: float = 10.0  # from connect (or a request's first byte) to the end of its headers: 408
+    body_timeout_s: float = 60.0  # from the end of the headers to the end of the body: 408
+    max_connections: int = 1000  # open client connections; a request on one more gets 503
 
     def validate(self, path: str) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError(f"{path}.port", "must be between 1 and 65535")
-        for name in ("max_body_mb", "connect_timeout_s", "request_timeout_s"):
+        for name in (
+            "max_body_mb",
+            "connect_timeout_s",
+            "request_timeout_s",
+            "max_header_kb",
+            "header_timeout_s",
+            "body_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{path}.{name}", "must be > 0")
         if self.shutdown_grace_s < 0:
             raise ConfigError(f"{path}.shutdown_grace_s", "must be >= 0")
+        if self.max_connections < 1:
+            raise ConfigError(f"{path}.max_connections", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,17 @@ class BackendConfig:
                 raise ConfigError(f"{path}.{name}", "must be > 0")
         if not self.health_path.startswith("/"):
             raise ConfigError(f"{path}.health_path", "must start with '/'")
+
+    def validate_keys(self, path: str, given: frozenset[str]) -> None:
+        if self.url is not None:
+            for name in MANAGED_BACKEND_KEYS:
+                if name in given:
+                    raise ConfigError(f"{path}.{name}", f"only for a managed backend (command); {NOT_RUN}")
+
+
+NOT_RUN = "the gateway does not run a url backend"
+# Keys of `backend:` that only a managed backend (`command`) uses.
+MANAGED_BACKEND_KEYS = ("port", "env", "startup_timeout_s", "stop_timeout_s", "sleep_api", "log_dir")
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,12 @@ class PoolConfig:
         if not self.model:
             raise ConfigError(f"{path}.model", "must not be empty")
 
+    def validate_keys(self, path: str, given: frozenset[str]) -> None:
+        # The idle ladder and holding act on processes the gateway runs; silently ignoring them would let a
+        # user believe a url backend sleeps when idle.
+        if "lifecycle" in given and self.backend.url is not None:
+            raise ConfigError(f"{path}.lifecycle", f"only for a managed backend (backend.command); {NOT_RUN}")
+
     @property
     def served_model(self) -> str:
         return self.upstream_model or self.model
@@ -173,18 +199,27 @@ class Config:
     source: str = field(default="<built-in>", metadata={"internal": True})
 
     def validate(self, path: str) -> None:
-        seen: dict[str, str] = {}
+        first_of_name: dict[str, int] = {}
+        routed: dict[str, str] = {}  # a name clients may send as "model" -> the key that declared it first
         for i, pool in enumerate(self.pools):
-            for name in (pool.name, pool.model, *pool.aliases):
-                other = seen.get(name)
-                if other is not None and other != pool.name:
-                    raise ConfigError(f"pools[{i}]", f"name or model {name!r} is already used by pool {other!r}")
-                seen[name] = pool.name
-            if [p.name for p in self.pools].count(pool.name) > 1:
-                raise ConfigError(f"pools[{i}].name", f"duplicate pool name {pool.name!r}")
+            first = first_of_name.setdefault(pool.name, i)
+            if first != i:
+                raise ConfigError(f"pools[{i}].name", f"duplicate pool name {pool.name!r} (also pools[{first}])")
+            keys = [("name", pool.name), ("model", pool.model)]
+            keys += [(f"aliases[{k}]", alias) for k, alias in enumerate(pool.aliases)]
+            for key, value in keys:
+                other = routed.setdefault(value, f"pools[{i}].{key}")
+                if not other.startswith(f"pools[{i}]."):
+                    raise ConfigError(f"pools[{i}].{key}", f"{value!r} is already used by {other}")
             device = pool.gpu.device
             if device is not None and device not in {d.name for d in self.devices}:
                 raise ConfigError(f"pools[{i}].gpu.device", f"unknown device {device!r} (declare it under devices:)")
+
+    def validate_keys(self, path: str, given: frozenset[str]) -> None:
+        # A config without `pools:` is fine for `keys` and `report` (they need only the database); an empty
+        # list is a mistake. `frugalserve up` refuses to serve no pool at all.
+        if "pools" in given and not self.pools:
+            raise ConfigError("pools", "must list at least one pool")
 
     def pool(self, name: str) -> PoolConfig:
         for p in self.pools:
@@ -286,6 +321,9 @@ def parse(cls: type[T], data: Any, path: str = "") -> T:
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate(path)
+    validate_keys = getattr(obj, "validate_keys", None)
+    if validate_keys is not None:
+        validate_keys(path, frozenset(data))
     return obj
 
 
@@ -293,9 +331,16 @@ def load_text(text: str, source: str = "<string>") -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError("", f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError("", f"not valid YAML: {_yaml_problem(exc)}") from None
     config = parse(Config, data)
     return dataclasses.replace(config, source=source)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return str(exc)
 
 
 def load_file(path: str | os.PathLike[str]) -> Config:
@@ -307,7 +352,7 @@ def load_file(path: str | os.PathLike[str]) -> Config:
     try:
         return load_text(text, str(p))
     except ConfigError as exc:
-        raise ConfigError(exc.path, f"{exc} (in {p})") from None
+        raise ConfigError(exc.path, f"{exc.message} (in {p})") from None
 
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"

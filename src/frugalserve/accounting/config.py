@@ -17,7 +17,7 @@ class AuthConfig:
     admin_key_env: str = "FRUGALSERVE_ADMIN_KEY"
 
     def validate(self, path: str) -> None:
-        from frugalserve.config import ConfigError  # frugalserve.config imports this module
+        from frugalserve.config_errors import ConfigError
 
         if not self.admin_key_env:
             raise ConfigError(f"{path}.admin_key_env", "must not be empty")
@@ -36,7 +36,7 @@ class AccountingConfig:
     anomaly_min_history: int = 20  # no flags until a key+pool has this many requests
 
     def validate(self, path: str) -> None:
-        from frugalserve.config import ConfigError  # frugalserve.config imports this module
+        from frugalserve.config_errors import ConfigError
 
         for name in ("batch_size", "anomaly_history", "anomaly_min_history"):
             if getattr(self, name) < 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from frugalserve.config import ConfigError
+from frugalserve.config_errors import ConfigError
 
 MIN_IMAGE_TOKENS = 64  # the processor's minimum of 65,536 pixels
 

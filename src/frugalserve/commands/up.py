@@ -1,20 +1,35 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import sys
 
 from frugalserve.commands import load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="config file (default: $FRUGALSERVE_CONFIG or the built-in demo)")
     p.add_argument("--host", help="listen address (overrides gateway.host)")
     p.add_argument("--port", type=int, help="listen port (overrides gateway.port)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.port is not None and not 0 < args.port < 65536:
+        print("error: --port must be between 1 and 65535", file=sys.stderr)
+        return 2
     config = load_config(args.config)
     if config is None:
         return 2
+    if not config.pools:
+        print(f"error: pools: {config.source} declares no pool, so the gateway would serve nothing", file=sys.stderr)
+        return 2
     from frugalserve.server import serve
 
-    return serve(config, host=args.host, port=args.port)
+    code = serve(config, host=args.host, port=args.port)
+    # The gateway has stopped: requests answered or cancelled, records written, connections closed. Tearing
+    # the interpreter's objects down one by one would still take about a second, which a process manager
+    # counts against the shutdown grace; run the atexit handlers (logging's flush among them) and go.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

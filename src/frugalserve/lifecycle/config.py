@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from frugalserve.config_errors import ConfigError
+
 
 @dataclass(frozen=True)
 class LifecycleConfig:
@@ -29,8 +31,6 @@ class LifecycleConfig:
     timezone: str = "UTC"
 
     def validate(self, path: str) -> None:
-        from frugalserve.config import ConfigError  # here: frugalserve.config imports this module
-
         for name in ("idle_sleep_s", "idle_stop_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
