@@ -32,7 +32,23 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=256.0,
         help="LRU cache of vision-encoder outputs, in MB (0 = off)",
     )
-    p.add_argument("--default-max-tokens", type=int, default=256)
+    p.add_argument("--default-max-tokens", type=int, default=256, help="chat max_tokens when a request gives none")
+    images = p.add_argument_group("image URLs (off by default: the gateway sends images inline as data: URLs)")
+    images.add_argument(
+        "--allow-remote-images",
+        action="store_true",
+        help="fetch http(s) image URLs (public addresses only, redirects re-checked, size and time limits)",
+    )
+    images.add_argument(
+        "--image-fetch-allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a host fetched even if it resolves to a private or loopback address ('*.corp.example'); repeatable",
+    )
+    images.add_argument("--max-image-mb", type=float, default=20.0, help="largest image, fetched or inline (20)")
+    images.add_argument("--image-fetch-timeout-s", type=float, default=10.0, help="whole fetch time limit (10)")
+    images.add_argument("--image-max-redirects", type=int, default=3, help="redirects followed, each checked (3)")
     p.add_argument("--log-level", default="warning")
 
 
@@ -64,7 +80,20 @@ def run(args: argparse.Namespace) -> int:
         batch_window_ms=args.batch_window_ms,
         vision_cache_mb=args.vision_cache_mb,
         default_max_tokens=args.default_max_tokens,
+        allow_remote_images=args.allow_remote_images,
+        image_fetch_allow_hosts=tuple(args.image_fetch_allow_host),
+        max_image_mb=args.max_image_mb,
+        image_fetch_timeout_s=args.image_fetch_timeout_s,
+        image_max_redirects=args.image_max_redirects,
     )
+    for flag, ok in (
+        ("--max-image-mb", args.max_image_mb > 0),
+        ("--image-fetch-timeout-s", args.image_fetch_timeout_s > 0),
+        ("--image-max-redirects", args.image_max_redirects >= 0),
+    ):
+        if not ok:
+            print(f"error: {flag} must be {'>= 0' if flag == '--image-max-redirects' else '> 0'}")
+            return 2
     uvicorn.run(
         create_engine_app(settings),
         host=args.host,
