@@ -11,6 +11,7 @@ inside ``try: ... except ImportError`` are optional by construction, so both are
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 import tomllib
@@ -79,8 +80,13 @@ def third_party_imports(source: str) -> list[tuple[str, int]]:
     return [(m, line) for m, line in visitor.found if m not in sys.stdlib_module_names and m != "frugalserve"]
 
 
+@functools.cache
+def _providers() -> dict[str, list[str]]:
+    return packages_distributions()  # scans every installed distribution: once per run
+
+
 def undeclared_imports(source: str, declared: set[str]) -> list[str]:
-    providers = packages_distributions()
+    providers = _providers()
     problems = []
     for module, line in third_party_imports(source):
         dists = {canonical(d) for d in providers.get(module, [])}
