@@ -197,3 +197,32 @@ def test_png_fixture_is_a_real_png() -> None:
     from PIL import Image
 
     assert Image.open(io.BytesIO(PNG)).size == (64, 48)
+
+
+@pytest.mark.engine
+@pytest.mark.integration
+async def test_an_engine_started_with_remote_images_fetches_only_what_its_flags_allow(serve, demo_model_dir) -> None:
+    target = await serve(png)
+    port = target.url.rsplit(":", 1)[1]
+
+    async def redirect(request: web.Request, server: Server) -> web.StreamResponse:
+        raise web.HTTPFound(f"http://localhost:{port}/secret.png")
+
+    origin = await serve(redirect)
+    proc = await asyncio.to_thread(
+        EngineProcess, demo_model_dir, "--allow-remote-images", "--image-fetch-allow-host", "127.0.0.1"
+    )
+    try:
+        async with httpx.AsyncClient(base_url=proc.url, timeout=60) as client:
+            ok = await client.post(
+                "/v1/chat/completions", json={"messages": image_message(target.url + "/cat.png"), "max_tokens": 2}
+            )
+            assert ok.status_code == 200, ok.text
+            assert target.hits == ["/cat.png"]
+            bounced = await client.post(
+                "/v1/chat/completions", json={"messages": image_message(origin.url + "/go.png"), "max_tokens": 2}
+            )
+            assert bounced.status_code == 400 and bounced.json()["error"]["param"] == PARAM
+            assert origin.hits == ["/go.png"] and target.hits == ["/cat.png"]  # the redirect was not followed
+    finally:
+        await asyncio.to_thread(proc.stop)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from frugalserve.engine.server import EngineSettings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from frugalserve.engine.demo_model import ensure_demo_model
-    from frugalserve.engine.server import EngineSettings, create_engine_app
+    from frugalserve.engine.server import create_engine_app
 
     model = ensure_demo_model() if args.model == "demo" else Path(args.model)
     if not (model / "config.json").exists():
@@ -70,10 +74,36 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print("error: --device cuda: torch sees no CUDA device")
             return 2
-    name = args.served_model_name or ("frugalserve-demo" if args.model == "demo" else None)
-    settings = EngineSettings(
+    problem = _check_image_flags(args)
+    if problem:
+        print(f"error: {problem}")
+        return 2
+    uvicorn.run(
+        create_engine_app(settings_from_args(args, model)),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _check_image_flags(args: argparse.Namespace) -> str | None:
+    if args.max_image_mb <= 0:
+        return "--max-image-mb must be > 0"
+    if args.image_fetch_timeout_s <= 0:
+        return "--image-fetch-timeout-s must be > 0"
+    if args.image_max_redirects < 0:
+        return "--image-max-redirects must be >= 0"
+    return None
+
+
+def settings_from_args(args: argparse.Namespace, model: Path) -> EngineSettings:
+    from frugalserve.engine.server import EngineSettings
+
+    return EngineSettings(
         model=model,
-        served_model_name=name,
+        served_model_name=args.served_model_name or ("frugalserve-demo" if args.model == "demo" else None),
         device=args.device,
         dtype=args.dtype,
         max_batch=args.max_batch,
@@ -86,19 +116,3 @@ def run(args: argparse.Namespace) -> int:
         image_fetch_timeout_s=args.image_fetch_timeout_s,
         image_max_redirects=args.image_max_redirects,
     )
-    for flag, ok in (
-        ("--max-image-mb", args.max_image_mb > 0),
-        ("--image-fetch-timeout-s", args.image_fetch_timeout_s > 0),
-        ("--image-max-redirects", args.image_max_redirects >= 0),
-    ):
-        if not ok:
-            print(f"error: {flag} must be {'>= 0' if flag == '--image-max-redirects' else '> 0'}")
-            return 2
-    uvicorn.run(
-        create_engine_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=5,
-    )
-    return 0

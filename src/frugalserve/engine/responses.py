@@ -13,7 +13,7 @@ import orjson
 from starlette.responses import Response
 
 from frugalserve.engine.batching import Event, Generation
-from frugalserve.engine.tool_calls import ToolCall, ToolCallStream
+from frugalserve.engine.tool_calls import ToolCall, ToolCallStream, parse_tool_calls
 from frugalserve.errors import APIError
 
 
@@ -116,15 +116,12 @@ class ChatReply(Reply):
         message: dict[str, Any] = {"role": "assistant", "content": text}
         reason = finish.reason
         if self.parse_tool_calls:
-            stream = ToolCallStream()
-            items = stream.feed(text) + stream.finish()
-            calls = [i for i in items if isinstance(i, ToolCall)]
-            if calls:
-                content = "".join(i for i in items if isinstance(i, str))
+            parsed = parse_tool_calls(text)
+            if parsed.tool_calls:
                 message = {
                     "role": "assistant",
-                    "content": content or None,
-                    "tool_calls": [c.to_openai() for c in calls],
+                    "content": parsed.content,
+                    "tool_calls": [c.to_openai() for c in parsed.tool_calls],
                 }
                 reason = "tool_calls"
         body = self.base(self.object_name) | {
