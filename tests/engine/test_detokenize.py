@@ -132,3 +132,24 @@ def test_stop_matcher_searches_only_new_text_plus_overlap() -> None:
         seen.append(len(matcher._pending) + len("abcdefgh"))
         assert not hit and text
     assert max(seen) == 3 + 8  # hold (len - 1) plus the new piece: constant, not growing
+
+
+def test_long_runs_of_invalid_and_split_bytes_still_decode_exactly(tokenizer) -> None:
+    """Byte tokens only: long invalid runs force the window split (MAX_WINDOW), valid characters cross it."""
+    by_byte = byte_token_ids(tokenizer)
+    # Lead and continuation bytes in any order (mostly invalid, so steps end in U+FFFD for long runs), with
+    # whole characters now and then.
+    loose = st.sampled_from([0xE4, 0xF0, 0x9F, 0x98, 0x80, 0xB8, 0xAD, 0xC3, 0xA9]).map(lambda b: bytes([b]))
+    chars = st.sampled_from(["中", "😀", "é", "a"]).map(str.encode)
+    data = st.lists(st.one_of(loose, loose, loose, loose, chars), min_size=20, max_size=160)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(pieces=data)
+    def check(pieces: list[bytes]) -> None:
+        ids = [by_byte[b] for b in b"".join(pieces)]
+        streamed, tail = run_incremental(tokenizer, ids)
+        expected = tokenizer.decode(ids, skip_special_tokens=True)
+        assert "".join(streamed) + tail == expected
+        assert expected.startswith("".join(streamed))
+
+    check()

@@ -22,8 +22,9 @@ class IncrementalDetokenizer:
     an incomplete UTF-8 character that the next byte tokens complete, so that last character is held.
     """
 
-    # A window this long (in ids) whose text still ends in U+FFFD is split where the split provably cannot
-    # change (at least four ids, so at least three bytes, after it): bounded work even for garbage output.
+    # A window this long (in ids) whose text still ends in U+FFFD (garbage bytes) is split, so that the work
+    # per step stays bounded. A cut is safe when decoding the two sides apart gives the text decoding them
+    # together gives: no character (or replaced invalid sequence) then spans the cut, now or later.
     MAX_WINDOW = 16
 
     def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
@@ -55,8 +56,8 @@ class IncrementalDetokenizer:
     def _split(self, text: str) -> str:
         cut = len(self.ids) - 4
         head = self._decode(self.ids[self._ctx : cut])
-        if not text.startswith(head):
-            return ""  # the cut falls inside a character: try again at the next step
+        if head + self._decode(self.ids[cut:]) != text:
+            return ""  # the cut falls inside a character or sequence: try again at the next step
         done = len(head) - self._ctx_len  # characters of ids[start:cut]
         extra = text[self._ctx_len + self._emitted : self._ctx_len + done] if done > self._emitted else ""
         self._emitted = max(0, self._emitted - done)
