@@ -107,8 +107,10 @@ class ChatReply(Reply):
     chunk_name = "chat.completion.chunk"
     id_prefix = "chatcmpl"
 
-    def __init__(self, gen: Generation, *, parse_tool_calls: bool, **kwargs: Any) -> None:
-        super().__init__(gen, **kwargs)
+    def __init__(
+        self, gen: Generation, *, model: str, fingerprint: str, include_usage: bool, parse_tool_calls: bool
+    ) -> None:
+        super().__init__(gen, model=model, fingerprint=fingerprint, include_usage=include_usage)
         self.parse_tool_calls = parse_tool_calls
 
     async def whole(self) -> Response:

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.limits import FetchLimits
-from frugalserve.engine.batching import Scheduler
+from frugalserve.engine.batching import Generation, Scheduler
 from frugalserve.engine.images import load_images
 from frugalserve.engine.metrics import EngineMetrics
 from frugalserve.engine.model import Prepared
@@ -237,8 +237,10 @@ async def chat(engine: Engine, request: Request) -> Response:
     prepared = await asyncio.to_thread(runner.prepare, req.messages, req.images, req.tools)
     reply = ChatReply(
         _submit(engine, prepared, req.sampling),
+        model=engine.settings.name,
+        fingerprint=_fingerprint(engine),
+        include_usage=req.include_usage,
         parse_tool_calls=req.parse_tool_calls,
-        **_reply_args(engine, req.include_usage),
     )
     return await _respond(reply, req.stream)
 
@@ -250,11 +252,16 @@ async def completions(engine: Engine, request: Request) -> Response:
     _check_model(engine, req.model)
     engine.sched.ensure_accepting()
     prepared = await asyncio.to_thread(runner.prepare_prompt, req.prompt)
-    reply = CompletionReply(_submit(engine, prepared, req.sampling), **_reply_args(engine, req.include_usage))
+    reply = CompletionReply(
+        _submit(engine, prepared, req.sampling),
+        model=engine.settings.name,
+        fingerprint=_fingerprint(engine),
+        include_usage=req.include_usage,
+    )
     return await _respond(reply, req.stream)
 
 
-def _submit(engine: Engine, prepared: Prepared, sampling: Sampling) -> Any:
+def _submit(engine: Engine, prepared: Prepared, sampling: Sampling) -> Generation:
     total = len(prepared.input_ids) + sampling.max_tokens
     limit = engine.runner.max_context
     if total > limit:
@@ -266,9 +273,8 @@ def _submit(engine: Engine, prepared: Prepared, sampling: Sampling) -> Any:
     return engine.sched.submit(prepared, sampling)
 
 
-def _reply_args(engine: Engine, include_usage: bool) -> dict[str, Any]:
-    fingerprint = "frugalserve-demo" if engine.runner.is_demo else "frugalserve"
-    return {"model": engine.settings.name, "fingerprint": fingerprint, "include_usage": include_usage}
+def _fingerprint(engine: Engine) -> str:
+    return "frugalserve-demo" if engine.runner.is_demo else "frugalserve"
 
 
 async def _respond(reply: Reply, stream: bool) -> Response:
