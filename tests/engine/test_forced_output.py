@@ -56,6 +56,8 @@ def forced_runner_factory(forced: Forced) -> Any:
             self.width: int | None = None
 
         def __call__(self, input_ids: Any, scores: Any) -> Any:
+            if not forced.ids:
+                raise RuntimeError("model exploded at /srv/secret/weights.bin")
             if self.width is None:
                 self.width = input_ids.shape[1]
             step = input_ids.shape[1] - self.width
@@ -184,3 +186,16 @@ def test_characters_split_over_byte_tokens_stream_whole(served, client) -> None:
     pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert "".join(pieces) == "中文😀!"
     assert "\ufffd" not in "".join(pieces)
+
+
+def test_a_model_failure_is_a_500_without_internals(served, client) -> None:
+    from openai import InternalServerError
+
+    served[1].ids = []  # the forcing processor raises inside generate
+    with pytest.raises(InternalServerError) as err:
+        client.chat.completions.create(model="demo", messages=USER, temperature=0, max_tokens=5)
+    assert err.value.status_code == 500 and err.value.type == "server_error"
+    assert "secret" not in err.value.message and "RuntimeError" not in err.value.message
+    script(served, "still serving")  # the engine serves the next request
+    r = client.chat.completions.create(model="demo", messages=USER, temperature=0, max_tokens=20)
+    assert r.choices[0].message.content == "still serving"
