@@ -1,9 +1,13 @@
 """Benchmark the built-in engine with the demo model: TTFT and tokens/s (1 and 4 concurrent requests),
-wake time from sleep levels 1 and 2, and the vision cache's effect.
+wake time from sleep levels 1 and 2, the vision cache's effect, and per-token detokenisation cost.
 
     PYTHONPATH=src python benchmarks/engine.py [--model DIR] [--device cpu|cuda] [--max-tokens 64]
+    PYTHONPATH=src python benchmarks/engine.py --detok-only [--model DIR]
 
 Starts a real engine process on a free loopback port, prints a Markdown table, and stops the process.
+``--detok-only`` runs in-process: the time one decoding step spends turning ids into text and searching stop
+strings at the 100th and the 2,000th generated token, incremental (what the engine does) against decoding
+everything every step (what it did before), with the checkpoint's own tokenizer.
 """
 
 from __future__ import annotations
@@ -134,11 +138,55 @@ async def main_async(args: argparse.Namespace, url: str) -> dict:
         return out
 
 
+STORY = (
+    "The harbour master counted the boats twice, then wrote 42 in the ledger. "
+    "港口的灯塔在夜里亮着\uff0c渔船一艘接一艘地回来。 "
+    "Les enfants couraient sur la plage 🌊🐚 pendant que le soleil se couchait. "
+    "def tally(boats):\n    return sum(1 for b in boats if b.home)\n"
+)
+STOPS = ("###", "</answer>", "\n\nUser:")
+
+
+def detok_step_us(model_dir: str, at: tuple[int, ...] = (100, 2000), window: int = 40) -> dict:
+    """Median microseconds per decoding step around token ``n``, new (incremental) and old (decode all)."""
+    from transformers import AutoTokenizer
+
+    from frugalserve.engine.detokenize import IncrementalDetokenizer, StopMatcher
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = tok.encode(STORY * 80)[: max(at) + 1]
+
+    def decode(window_ids) -> str:
+        return tok.decode(window_ids, skip_special_tokens=True)
+
+    out: dict = {}
+    for n in at:
+        new, old = [], []
+        detok, stops = IncrementalDetokenizer(decode), StopMatcher(STOPS)
+        for k in range(n):
+            started = time.perf_counter()
+            stops.feed(detok.push(ids[k]))
+            if k >= n - window:
+                new.append(time.perf_counter() - started)
+        for k in range(n - window, n):
+            started = time.perf_counter()
+            text = decode(ids[: k + 1])  # the old RowEmitter: everything, every step
+            for s in STOPS:
+                text.find(s)
+            old.append(time.perf_counter() - started)
+        out[f"token_{n}"] = {
+            "incremental_us": 1e6 * statistics.median(new),
+            "decode_all_us": 1e6 * statistics.median(old),
+        }
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="checkpoint directory (default: a fresh demo model in a temp dir)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--detok-only", action="store_true", help="only the in-process detokenisation measurement")
     args = p.parse_args()
     env = os.environ | {"PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,6 +202,9 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )
             print(f"demo-model written in {time.perf_counter() - started:.1f} s")
+        detok = {f"detok_{k}": v for k, v in detok_step_us(model).items()}
+        if args.detok_only:
+            return report(detok)
         port = free_port()
         proc = subprocess.Popen(
             [
@@ -189,6 +240,10 @@ def main() -> int:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(10)
+    return report(results | detok)
+
+
+def report(results: dict) -> int:
     print(json.dumps(results, indent=2))
     print("\n| measure | value |\n|---|---|")
     for group, values in results.items():

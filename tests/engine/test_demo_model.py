@@ -64,3 +64,28 @@ def test_racing_writers_leave_one_complete_text_only_checkpoint(tmp_path: Path) 
     with torch.inference_mode():
         out = model.generate(**ids, max_new_tokens=2, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 2
+
+
+def test_decode_keeps_tool_call_tags_and_drops_control_tokens_like_real_qwen(demo_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(demo_model_dir)
+    ids = tok.encode('<tool_call>\n{"name": "f"}\n</tool_call><think>x</think><|im_end|><|vision_start|>')
+    assert tok.decode(ids, skip_special_tokens=True) == '<tool_call>\n{"name": "f"}\n</tool_call><think>x</think>'
+
+
+def test_an_older_demo_checkpoints_tokenizer_config_is_refreshed(demo_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old-demo"
+    old.mkdir()
+    shutil.copy(demo_model_dir / "config.json", old / "config.json")
+    stale = json.loads((demo_model_dir / "tokenizer_config.json").read_text())
+    for entry in stale["added_tokens_decoder"].values():
+        entry["special"] = True  # what frugalserve wrote before: every added token special
+    (old / "tokenizer_config.json").write_text(json.dumps(stale))
+    assert ensure_demo_model(old) == old
+    fresh = json.loads((old / "tokenizer_config.json").read_text())
+    assert fresh == json.loads((demo_model_dir / "tokenizer_config.json").read_text())
+    assert fresh["added_tokens_decoder"]["151657"]["special"] is False  # <tool_call>
+    assert fresh["added_tokens_decoder"]["151645"]["special"] is True  # <|im_end|>

@@ -123,9 +123,9 @@ async def test_concurrent_requests_queue_then_decode_together(engine: EngineProc
     ("body", "param", "code"),
     [
         (
-            {"messages": image_message(png_data_url()[:120] + "AAAA")},
+            {"messages": image_message(png_data_url()[:121])},  # base64 cut mid-quantum
             "messages[0].content[1].image_url",
-            None,
+            "invalid_image_url",
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
@@ -156,6 +156,7 @@ def test_truncated_png_is_a_400(engine: EngineProcess) -> None:
     url = "data:image/png;base64," + base64.b64encode(raw[: len(raw) // 2]).decode()
     r = chat(engine, {"messages": image_message(url)})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content[1].image_url"
+    assert r.json()["error"]["code"] == "invalid_image"
 
 
 def test_invalid_json_and_unknown_model_are_openai_errors(engine: EngineProcess) -> None:

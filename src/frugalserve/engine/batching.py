@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from frugalserve.engine.metrics import EngineMetrics
 from frugalserve.engine.model import ModelRunner, Prepared, Row
 from frugalserve.engine.requests import Sampling
 from frugalserve.errors import APIError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,8 +172,10 @@ class Scheduler:
                 if batch:
                     rows = [self._row(g, loop) for g in batch]
                     await loop.run_in_executor(self.executor, self.runner.generate_batch, rows)
-            except Exception as exc:  # a model failure fails this group, not the engine
-                err = APIError(f"generation failed: {type(exc).__name__}: {exc}")
+            except Exception:  # a model failure fails this group, not the engine
+                # The details (paths, tensor shapes) go to the log, not to the client.
+                log.exception("generation failed for a group of %d requests", len(batch))
+                err = APIError("generation failed inside the model; the engine's log has the details")
                 for g in batch:
                     g.events.put_nowait(Event("error", error=err))
             finally:

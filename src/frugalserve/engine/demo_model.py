@@ -27,6 +27,24 @@ SEED = 1234
 # The default pixel limits of Qwen3-VL's image processor (and the gateway's smart_resize).
 IMAGE_SIZE = {"shortest_edge": 65536, "longest_edge": 16777216}
 VIDEO_SIZE = {"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32}
+# Added tokens that real Qwen3 / Qwen3-VL checkpoints mark "special": false, so decode keeps them in the
+# text (the engine's tool-call parser reads <tool_call> there); the others are dropped from answers.
+TEXT_TOKENS = frozenset(
+    {
+        "<tool_call>",
+        "</tool_call>",
+        "<|fim_prefix|>",
+        "<|fim_middle|>",
+        "<|fim_suffix|>",
+        "<|fim_pad|>",
+        "<|repo_name|>",
+        "<|file_sep|>",
+        "<tool_response>",
+        "</tool_response>",
+        "<think>",
+        "</think>",
+    }
+)
 
 
 def chat_template() -> str:
@@ -55,6 +73,8 @@ def ensure_demo_model(directory: str | Path | None = None, *, text_only: bool = 
     """
     target = Path(directory) if directory is not None else default_cache_dir()
     if (target / "config.json").exists():
+        if is_demo(target):
+            _refresh_tokenizer_config(target)  # a checkpoint written by an older frugalserve
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -140,8 +160,7 @@ def write_demo_model(directory: str | Path, *, text_only: bool = False) -> Path:
     return out
 
 
-def _write_tokenizer_files(out: Path) -> None:
-    qwen_vocab.write_tokenizer_json(out)
+def _tokenizer_config() -> dict:
     added = {
         str(i): {
             "content": t,
@@ -149,11 +168,11 @@ def _write_tokenizer_files(out: Path) -> None:
             "normalized": False,
             "rstrip": False,
             "single_word": False,
-            "special": True,
+            "special": t not in TEXT_TOKENS,
         }
         for t, i in qwen_vocab.SPECIAL_IDS.items()
     }
-    tokenizer_config = {
+    return {
         "tokenizer_class": "Qwen2Tokenizer",
         "added_tokens_decoder": added,
         "bos_token": None,
@@ -166,8 +185,25 @@ def _write_tokenizer_files(out: Path) -> None:
         "split_special_tokens": False,
         "add_prefix_space": False,
     }
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+
+
+def _write_tokenizer_files(out: Path) -> None:
+    qwen_vocab.write_tokenizer_json(out)
+    (out / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(), indent=2))
     (out / "chat_template.jinja").write_text(chat_template())
+
+
+def _refresh_tokenizer_config(target: Path) -> None:
+    path = target / "tokenizer_config.json"
+    wanted = _tokenizer_config()
+    try:
+        if json.loads(path.read_text()) == wanted:
+            return
+    except (OSError, ValueError):
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(wanted, indent=2))
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
 
 
 def _write_processor_files(out: Path) -> None:

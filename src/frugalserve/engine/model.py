@@ -18,16 +18,18 @@ import gc
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from frugalserve.engine.demo_model import DEMO_MARKER
+from frugalserve.engine.detokenize import IncrementalDetokenizer, StopMatcher
 from frugalserve.engine.vision_cache import VisionCache
 from frugalserve.errors import ContextLengthExceeded, InvalidRequest
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+VISUAL_TOKENS = ("<|image_pad|>", "<|video_pad|>")
 
 
 @dataclass
@@ -56,7 +58,6 @@ class Row:
     on_finish: Callable[[str, int], None]
     cancelled: Callable[[], bool] = lambda: False
     generated: list[int] = field(default_factory=list)
-    sent: int = 0
     done: bool = False
 
 
@@ -110,6 +111,7 @@ class ModelRunner:
         self.is_vision = "vision_config" in config
         text = config.get("text_config", config)
         self.max_context = int(text.get("max_position_embeddings", 32768))
+        self.vocab_size = int(text.get("vocab_size", 0))
         self.device = device
         self.dtype = dtype
         self.state = "awake"
@@ -119,6 +121,10 @@ class ModelRunner:
         self._load_weights()
         eos = [self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
         self.eos_ids = {i for i in eos if isinstance(i, int) and i >= 0}
+        # Ids that stand for pixels: in a prompt without its images they would crash the vision tower.
+        visual = [self.tokenizer.convert_tokens_to_ids(t) for t in VISUAL_TOKENS] if self.is_vision else []
+        self.visual_ids = {i for i in visual if isinstance(i, int) and i >= 0}
+        self.vocab_size = self.vocab_size or len(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
 
     # -- loading ---------------------------------------------------------------------------------------
@@ -143,15 +149,21 @@ class ModelRunner:
             inner.get_image_features = self.vision_cache.wrap(inner.get_image_features)
 
     # -- preprocessing (any thread) -------------------------------------------------------------------------
-    def prepare(self, messages: list[dict[str, Any]], images: list[Any]) -> Prepared:
+    def prepare(
+        self, messages: list[dict[str, Any]], images: list[Any], tools: list[dict[str, Any]] | None = None
+    ) -> Prepared:
         try:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # a template error is the request's fault (e.g. a role it refuses)
             raise InvalidRequest(f"the chat template refused the messages: {exc}", param="messages") from None
         if not self.is_vision:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             prepared = Prepared(input_ids=list(ids))
         else:
+            if self._visual_text(text) != len(images):
+                raise InvalidRequest(
+                    "message text must not contain the image or video placeholder tokens", param="messages"
+                )
             out = self.processor(text=[text], images=images or None, return_tensors="pt")
             prepared = Prepared(
                 input_ids=out["input_ids"][0].tolist(),
@@ -159,10 +171,26 @@ class ModelRunner:
                 image_grid_thw=out.get("image_grid_thw"),
                 mm_token_type_ids=out["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in out else None,
             )
+        return self._within_context(prepared, "messages")
+
+    def prepare_prompt(self, prompt: str | list[int]) -> Prepared:
+        """A text completion's prompt, as given: no chat template, no images."""
+        ids: list[int] = (
+            list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]) if isinstance(prompt, str) else prompt
+        )
+        if self.visual_ids.intersection(ids):
+            raise InvalidRequest("the prompt must not contain image or video placeholder tokens", param="prompt")
+        return self._within_context(Prepared(input_ids=list(ids)), "prompt")
+
+    def _visual_text(self, text: str) -> int:
+        # Placeholders the template wrote for image parts, plus any a client typed into its text.
+        return sum(text.count(t) for t in VISUAL_TOKENS)
+
+    def _within_context(self, prepared: Prepared, param: str) -> Prepared:
         if len(prepared.input_ids) >= self.max_context:
             raise ContextLengthExceeded(
                 f"the prompt is {len(prepared.input_ids)} tokens; this model's context is {self.max_context}",
-                param="messages",
+                param=param,
             )
         return prepared
 
@@ -226,14 +254,20 @@ class ModelRunner:
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 generation_config=config,
-                logits_processor=LogitsProcessorList([RowSampler(rows)]),
-                stopping_criteria=StoppingCriteriaList([RowEmitter(rows, self.tokenizer, self.eos_ids)]),
+                logits_processor=LogitsProcessorList(self.logits_processors(rows)),
+                stopping_criteria=StoppingCriteriaList([RowEmitter(rows, self.decode, self.eos_ids)]),
                 **kwargs,
             )
         for r in rows:  # rows the model stopped without our say (max_new_tokens reached together)
             if not r.done:
                 r.done = True
                 r.on_finish("length", len(r.generated))
+
+    def logits_processors(self, rows: list[Row]) -> list[Any]:
+        return [RowSampler(rows)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
 
 class RowSampler:
@@ -267,53 +301,47 @@ class RowSampler:
 
 
 class RowEmitter:
-    """Called by ``generate`` after every step: hands each row its new text and says which rows are done."""
+    """Called by ``generate`` after every step: hands each row its new text and says which rows are done.
 
-    def __init__(self, rows: list[Row], tokenizer: Any, eos_ids: set[int]) -> None:
-        self.rows, self.tokenizer, self.eos_ids = rows, tokenizer, eos_ids
-        self.hold = max((len(s) for r in rows for s in r.stop), default=1) - 1
+    Each row's text comes from an :class:`IncrementalDetokenizer` and passes a :class:`StopMatcher`, so a
+    step costs the same at the 2,000th token as at the 10th.
+    """
+
+    def __init__(self, rows: list[Row], decode: Callable[[Sequence[int]], str], eos_ids: set[int]) -> None:
+        self.rows, self.eos_ids = rows, eos_ids
+        self.detoks = [IncrementalDetokenizer(decode) for _ in rows]
+        self.stops = [StopMatcher(r.stop) for r in rows]
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
         last = input_ids[:, -1].tolist()
-        for r, token in zip(self.rows, last, strict=True):
+        for i, (r, token) in enumerate(zip(self.rows, last, strict=True)):
             if not r.done:
-                self._step(r, token)
+                self._step(i, r, token)
         return torch.tensor([r.done for r in self.rows], dtype=torch.bool, device=input_ids.device)
 
-    def _finish(self, r: Row, reason: str) -> None:
-        r.done = True
-        r.on_finish(reason, len(r.generated))
-
-    def _step(self, r: Row, token: int) -> None:
+    def _step(self, i: int, r: Row, token: int) -> None:
         if r.cancelled():
             return self._finish(r, "abort")
         r.generated.append(token)
-        if token in self.eos_ids:
-            self._flush(r, self._text(r))
+        detok, stops = self.detoks[i], self.stops[i]
+        ended = token in self.eos_ids or len(r.generated) >= r.max_tokens
+        text = detok.flush() if token in self.eos_ids else detok.push(token)
+        if ended and token not in self.eos_ids:
+            text += detok.flush()
+        out, hit = stops.feed(text)
+        if hit:
+            r.on_token(out, len(r.generated))
             return self._finish(r, "stop")
-        text = self._text(r)
-        for s in r.stop:
-            at = text.find(s)
-            if at >= 0:
-                self._flush(r, text[:at])
-                return self._finish(r, "stop")
-        if len(r.generated) >= r.max_tokens:
-            self._flush(r, text)
-            return self._finish(r, "length")
-        # Hold back a possible start of a stop string, and a half-decoded UTF-8 character.
-        safe = len(text) - (self.hold if r.stop else 0)
-        if text.endswith("\ufffd"):
-            safe = min(safe, len(text) - 1)
-        self._flush(r, text[:safe])
-
-    def _text(self, r: Row) -> str:
-        return self.tokenizer.decode(r.generated, skip_special_tokens=True)
+        if ended:
+            r.on_token(out + stops.flush(), len(r.generated))
+            return self._finish(r, "stop" if token in self.eos_ids else "length")
+        # Called once per step, even with no new text, so the receiver sees every token (TTFT, counts).
+        r.on_token(out, len(r.generated))
+        return None
 
     @staticmethod
-    def _flush(r: Row, text: str) -> None:
-        # Called once per step, even with no new text, so the receiver sees every token (TTFT, counts).
-        delta = text[r.sent :] if len(text) > r.sent else ""
-        r.sent += len(delta)
-        r.on_token(delta, len(r.generated))
+    def _finish(r: Row, reason: str) -> None:
+        r.done = True
+        r.on_finish(reason, len(r.generated))

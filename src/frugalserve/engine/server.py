@@ -1,5 +1,5 @@
-"""The engine's HTTP face: vLLM's contract (OpenAI chat completions, /health, /v1/models, /metrics and the
-sleep-mode routes) over a :class:`Scheduler`.
+"""The engine's HTTP face: vLLM's contract (OpenAI chat and text completions, /health, /v1/models, /metrics
+and the sleep-mode routes) over a :class:`Scheduler`.
 
 ``create_engine_app(EngineSettings(...))`` builds everything; the model loads during the app's startup,
 so ``/health`` answers only once the engine can serve. Every error leaves through ``error_response``.
@@ -12,8 +12,7 @@ import contextlib
 import functools
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from frugalserve.engine.batching import Event, Generation, Scheduler
+from frugalserve.budget.fetch import Fetcher
+from frugalserve.budget.limits import FetchLimits
+from frugalserve.engine.batching import Generation, Scheduler
+from frugalserve.engine.images import load_images
 from frugalserve.engine.metrics import EngineMetrics
-from frugalserve.engine.requests import ChatRequest, load_images, parse_chat_request
+from frugalserve.engine.model import Prepared
+from frugalserve.engine.requests import Sampling, parse_chat_request, parse_completion_request
+from frugalserve.engine.responses import ChatReply, CompletionReply, Reply
 from frugalserve.errors import APIError, ContextLengthExceeded, InvalidRequest, NotFound, error_response
 
 DEMO_NOTE = "demo model: random weights, its answers are meaningless"
@@ -44,36 +48,55 @@ class EngineSettings:
     batch_window_ms: float = 20.0
     vision_cache_mb: float = 256.0
     default_max_tokens: int = 256
+    # Image URLs: off by default (the gateway sends images inline); when on, the gateway's guards apply.
+    allow_remote_images: bool = False
+    image_fetch_allow_hosts: tuple[str, ...] = ()
+    max_image_mb: float = 20.0
     image_fetch_timeout_s: float = 10.0
+    image_max_redirects: int = 3
 
     @property
     def name(self) -> str:
         return self.served_model_name or self.model.name
 
+    def fetch_limits(self) -> FetchLimits:
+        return FetchLimits(
+            timeout_s=self.image_fetch_timeout_s,
+            max_bytes=int(self.max_image_mb * 1024 * 1024),
+            max_redirects=self.image_max_redirects,
+            allow_hosts=self.image_fetch_allow_hosts,
+            allow_http=self.allow_remote_images,
+        )
+
+
+# Builds the model runner (in the model thread); tests pass one that forces the model's output.
+RunnerFactory = Callable[..., Any]
+
 
 class Engine:
-    """What the routes share: the runner, the scheduler and the HTTP client for image URLs."""
+    """What the routes share: the runner, the scheduler and the image fetcher."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, runner_factory: RunnerFactory | None = None) -> None:
         self.settings = settings
         self.metrics = EngineMetrics(settings.name)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.runner: Any = None
         self.scheduler: Scheduler | None = None
-        self.http: Any = None
+        self._fetcher: Fetcher | None = None  # its resolver needs the running loop: made in start()
+        self.runner_factory = runner_factory
         self.created = int(time.time())
 
     async def start(self) -> None:
-        import httpx
-
         from frugalserve.engine.model import ModelRunner
 
+        self._fetcher = Fetcher(self.settings.fetch_limits())
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the model is a local directory
         s = self.settings
+        factory = self.runner_factory or ModelRunner
         loop = asyncio.get_running_loop()
         self.runner = await loop.run_in_executor(
             self.executor,
-            lambda: ModelRunner(
+            lambda: factory(
                 s.model,
                 device=s.device,
                 dtype=s.dtype,
@@ -89,13 +112,12 @@ class Engine:
             batch_window_s=s.batch_window_ms / 1000,
         )
         await self.scheduler.start()
-        self.http = httpx.AsyncClient(timeout=s.image_fetch_timeout_s)
 
     async def stop(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop()
-        if self.http is not None:
-            await self.http.aclose()
+        if self._fetcher is not None:
+            await self._fetcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -103,9 +125,14 @@ class Engine:
         assert self.scheduler is not None
         return self.scheduler
 
+    @property
+    def fetcher(self) -> Fetcher:
+        assert self._fetcher is not None
+        return self._fetcher
 
-def create_engine_app(settings: EngineSettings) -> Starlette:
-    engine = Engine(settings)
+
+def create_engine_app(settings: EngineSettings, runner_factory: RunnerFactory | None = None) -> Starlette:
+    engine = Engine(settings, runner_factory)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,6 +153,7 @@ def create_engine_app(settings: EngineSettings) -> Starlette:
         Route("/v1/models", functools.partial(models, engine), methods=["GET"]),
         Route("/metrics", functools.partial(metrics, engine), methods=["GET"]),
         Route("/v1/chat/completions", functools.partial(chat, engine), methods=["POST"]),
+        Route("/v1/completions", functools.partial(completions, engine), methods=["POST"]),
         Route("/sleep", functools.partial(sleep, engine), methods=["POST"]),
         Route("/wake_up", functools.partial(wake_up, engine), methods=["POST"]),
         Route("/is_sleeping", functools.partial(is_sleeping, engine), methods=["GET"]),
@@ -182,123 +210,78 @@ async def is_sleeping(engine: Engine, request: Request) -> Response:
     return JSONResponse({"is_sleeping": s.state == "sleeping", "level": s.sleep_level, "state": s.state})
 
 
-# -- chat completions -----------------------------------------------------------------------------------
-async def chat(engine: Engine, request: Request) -> Response:
+# -- chat and text completions ----------------------------------------------------------------------------
+async def _json(request: Request) -> Any:
     try:
-        body = orjson.loads(await request.body())
+        return orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         raise InvalidRequest("the request body is not valid JSON") from None
-    runner = engine.runner
-    req = parse_chat_request(body, default_max_tokens=engine.settings.default_max_tokens, vision=runner.is_vision)
-    if req.model is not None and req.model != engine.settings.name:
+
+
+def _check_model(engine: Engine, model: str | None) -> None:
+    if model is not None and model != engine.settings.name:
         raise NotFound(
-            f"the model '{req.model}' does not exist; this engine serves '{engine.settings.name}'",
+            f"the model '{model}' does not exist; this engine serves '{engine.settings.name}'",
             param="model",
             code="model_not_found",
         )
+
+
+async def chat(engine: Engine, request: Request) -> Response:
+    body = await _json(request)
+    runner = engine.runner
+    req = parse_chat_request(body, default_max_tokens=engine.settings.default_max_tokens, vision=runner.is_vision)
+    _check_model(engine, req.model)
     engine.sched.ensure_accepting()  # fail fast, before the image work, when asleep
-    await load_images(req, engine.http)
-    prepared = await asyncio.to_thread(runner.prepare, req.messages, req.images)
-    total = len(prepared.input_ids) + req.sampling.max_tokens
-    if total > runner.max_context:
+    await load_images(req, engine.fetcher)
+    prepared = await asyncio.to_thread(runner.prepare, req.messages, req.images, req.tools)
+    reply = ChatReply(
+        _submit(engine, prepared, req.sampling),
+        model=engine.settings.name,
+        fingerprint=_fingerprint(engine),
+        include_usage=req.include_usage,
+        parse_tool_calls=req.parse_tool_calls,
+    )
+    return await _respond(reply, req.stream)
+
+
+async def completions(engine: Engine, request: Request) -> Response:
+    body = await _json(request)
+    runner = engine.runner
+    req = parse_completion_request(body, vocab_size=runner.vocab_size)
+    _check_model(engine, req.model)
+    engine.sched.ensure_accepting()
+    prepared = await asyncio.to_thread(runner.prepare_prompt, req.prompt)
+    reply = CompletionReply(
+        _submit(engine, prepared, req.sampling),
+        model=engine.settings.name,
+        fingerprint=_fingerprint(engine),
+        include_usage=req.include_usage,
+    )
+    return await _respond(reply, req.stream)
+
+
+def _submit(engine: Engine, prepared: Prepared, sampling: Sampling) -> Generation:
+    total = len(prepared.input_ids) + sampling.max_tokens
+    limit = engine.runner.max_context
+    if total > limit:
         raise ContextLengthExceeded(
-            f"this model's maximum context length is {runner.max_context} tokens; the prompt has "
-            f"{len(prepared.input_ids)} and max_tokens asks for {req.sampling.max_tokens} more",
+            f"this model's maximum context length is {limit} tokens; the prompt has "
+            f"{len(prepared.input_ids)} and max_tokens asks for {sampling.max_tokens} more",
             param="max_tokens",
         )
-    gen = engine.sched.submit(prepared, req.sampling)
-    reply = _Reply(engine, req, gen)
-    if req.stream:
+    return engine.sched.submit(prepared, sampling)
+
+
+def _fingerprint(engine: Engine) -> str:
+    return "frugalserve-demo" if engine.runner.is_demo else "frugalserve"
+
+
+async def _respond(reply: Reply, stream: bool) -> Response:
+    if stream:
         return StreamingResponse(
             reply.sse(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     return await reply.whole()
-
-
-class _Reply:
-    """Turns a Generation's events into OpenAI's response or SSE chunks."""
-
-    def __init__(self, engine: Engine, req: ChatRequest, gen: Generation) -> None:
-        self.req, self.gen = req, gen
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = engine.settings.name
-        self.fingerprint = "frugalserve-demo" if engine.runner.is_demo else "frugalserve"
-
-    def usage(self, completion: int) -> dict[str, int]:
-        p = self.gen.prompt_tokens
-        return {"prompt_tokens": p, "completion_tokens": completion, "total_tokens": p + completion}
-
-    def _base(self, kind: str) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.fingerprint,
-        }
-
-    async def _events(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self.gen.events.get()
-            if event.kind == "error":
-                assert event.error is not None
-                raise event.error
-            yield event
-            if event.kind == "finish":
-                return
-
-    async def whole(self) -> Response:
-        parts, finish = [], None
-        try:
-            async for ev in self._events():
-                if ev.kind == "token":
-                    parts.append(ev.text)
-                else:
-                    finish = ev
-        finally:
-            self.gen.cancel()  # no-op once finished; stops decoding if this handler is torn down
-        assert finish is not None
-        body = self._base("chat.completion") | {
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(parts)},
-                    "logprobs": None,
-                    "finish_reason": finish.reason,
-                }
-            ],
-            "usage": self.usage(finish.completion_tokens),
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body = self._base("chat.completion.chunk") | {
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        }
-        if self.req.include_usage:
-            body["usage"] = None
-        return b"data: " + orjson.dumps(body) + b"\n\n"
-
-    async def sse(self) -> AsyncIterator[bytes]:
-        try:
-            yield self._chunk({"role": "assistant", "content": ""})
-            async for ev in self._events():
-                if ev.kind == "token":
-                    yield self._chunk({"content": ev.text})
-                else:
-                    yield self._chunk({}, ev.reason)
-                    if self.req.include_usage:
-                        tail = self._base("chat.completion.chunk") | {
-                            "choices": [],
-                            "usage": self.usage(ev.completion_tokens),
-                        }
-                        yield b"data: " + orjson.dumps(tail) + b"\n\n"
-            yield b"data: [DONE]\n\n"
-        except APIError as exc:  # headers are sent: the error travels as an SSE event, like vLLM's
-            yield b"data: " + exc.to_bytes() + b"\n\n"
-            yield b"data: [DONE]\n\n"
-        finally:
-            self.gen.cancel()  # a client that went away stops its row at the next step
