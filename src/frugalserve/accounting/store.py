@@ -145,13 +145,22 @@ def open_store(url: str) -> Engine:
 
 
 def insert_batch(engine: Engine, records: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]]) -> None:
-    """One transaction for a batch: all of it is written or none (then it is spooled and replayed)."""
+    """One transaction: all of it is written or none."""
     records, events = list(records), list(events)
     with engine.begin() as conn:
         if records:
             conn.execute(usage_records.insert(), records)
         if events:
             conn.execute(replica_events.insert(), events)
+
+
+def insert_items(engine: Engine, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """Tagged items as the writer and its files hold them: ``("r", usage row)`` or ``("e", event)``."""
+    records: list[Mapping[str, Any]] = []
+    events: list[Mapping[str, Any]] = []
+    for kind, row in items:
+        (records if kind == "r" else events).append(row)
+    insert_batch(engine, records, events)
 
 
 def delete_older_than(engine: Engine, cutoff: float) -> int:
