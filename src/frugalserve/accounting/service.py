@@ -215,8 +215,14 @@ class Accounting:
             raise InvalidRequest(f"since/until: {exc}", param="since") from None
         if self.writer is not None:
             await self.writer.flush()
-        records, events = await asyncio.to_thread(report.load, self.engine, since, until)
+        engine = self.engine
+
+        def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+            records, events = report.load(engine, since, until)
+            return records, events, report.key_names(engine) if by == "key" else {}
+
+        records, events, names = await asyncio.to_thread(read)
         if query.get("anomalies"):
             return {"anomalies": report.anomalies(records)}
-        rows = report.build(records, events, report.prices_of(self.config), since, until, by)
+        rows = report.build(records, events, report.prices_of(self.config), since, until, by, names)
         return {"since": since, "until": until, "by": by, "rows": rows}
