@@ -124,14 +124,23 @@ class Gate:
 
     async def admit(self, authorization: str | None, model: str) -> keys.ApiKey | None:
         """Check one request; returns its key (None with auth off) or raises the client's answer."""
+        key = await self.authenticate(authorization)
+        if key is not None:
+            self.authorize(key, model)
+        return key
+
+    async def authenticate(self, authorization: str | None) -> keys.ApiKey | None:
+        """The request's key (None with auth off), or 401."""
         if not self.enabled:
             return None
-        key = await self._authenticate(authorization)
+        return await self._authenticate(authorization)
+
+    def authorize(self, key: keys.ApiKey, model: str) -> None:
+        """May this key use this model now: 403 (model), 429 (budget, rate)."""
         if not key.allows(model):
             raise PermissionDenied(f"This API key may not use the model {model!r}.", param="model")
         self._check_budget(key)
         self._check_rate(key)
-        return key
 
     async def _authenticate(self, authorization: str | None) -> keys.ApiKey:
         if not authorization:

@@ -128,9 +128,10 @@ class Accounting:
 
     async def admit(self, authorization: str | None, record: RequestRecord) -> None:
         """Authorize the request (raises its 401/403/429) and note it as in flight on its pool."""
-        key = await self.gate.admit(authorization, record.model)
+        key = await self.gate.authenticate(authorization)
         if key is not None:
-            record.key_id = key.id
+            record.key_id = key.id  # a 403 or 429 that follows is the key's too
+            self.gate.authorize(key, record.model)
         pool = record.pool or "-"
         n = self._in_flight.get(pool, 0) + 1
         self._in_flight[pool] = n

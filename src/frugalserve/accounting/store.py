@@ -8,6 +8,7 @@ Times are stored as float seconds since the epoch: cheap to compare, the same on
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+CONNECT_TIMEOUT_S = 5
 metadata = sa.MetaData()
 
 usage_records = sa.Table(
@@ -117,7 +119,10 @@ def create_engine(url: str) -> Engine:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    # connect_timeout: an unreachable server must fail a flush in seconds (then it spools), not hang it
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+    )
 
 
 def migrate(engine: Engine) -> None:
@@ -125,6 +130,7 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin and context lines mean nothing to users
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
