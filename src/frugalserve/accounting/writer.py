@@ -1,7 +1,8 @@
 """The usage writer: the one owner of unwritten usage rows and replica events.
 
-The request path calls :meth:`UsageWriter.submit` (fit the row to its table, a list append, and with
-``durability: wal`` a journal line) and never waits for the database. One task, the owner, takes what
+The request path calls :meth:`UsageWriter.submit` (a list append; with ``durability: wal`` also a
+journal line) and never waits for the database. Every row is fitted to its table (clamp.py) before it is
+stored or written to any file. One task, the owner, takes what
 has queued up every ``flush_interval_s`` (or at once when ``batch_size`` rows wait, or when someone asks
 with :meth:`flush`), flags anomalies, and writes it from a worker thread. Nobody else writes: a caller
 of :meth:`flush` sends the owner a command and waits for its answer, so flushes never overlap and the
@@ -116,6 +117,10 @@ def _set_aside_stale_wal(db: Path) -> None:
         log.warning("moved %s, the log of the old database, to %s.orphaned", side, side.name)
 
 
+def _fitted(rows: list[Row], events: list[Row]) -> list[Item]:
+    return [("r", _RECORDS.fit(r)) for r in rows] + [("e", _EVENTS.fit(e)) for e in events]
+
+
 class UsageWriter:
     def __init__(
         self,
@@ -160,18 +165,22 @@ class UsageWriter:
     # -- the request path ------------------------------------------------------------------------
 
     def submit(self, row: Row) -> int:
-        """Queue one usage row; returns its sequence number. Never waits for the database."""
-        fitted = _RECORDS.fit(row)
+        """Queue one usage row; returns its sequence number. Never waits for the database.
+
+        The row is fitted to its table in the flush thread, off the event loop; with a journal, here,
+        because the journal line must hold what will be stored.
+        """
         if self.journal is not None:
-            self.journal.append("r", fitted)
+            row = _RECORDS.fit(row)
+            self.journal.append("r", row)
         self.seq += 1
-        self._rows.append(fitted)
+        self._rows.append(row)
         if len(self._rows) >= self.batch_size:
             self._wake.set()
         return self.seq
 
     def submit_event(self, event: ReplicaEvent) -> None:
-        fitted = _EVENTS.fit(
+        row = _EVENTS.fit(
             {
                 "time": event.time,
                 "pool": event.pool,
@@ -183,8 +192,8 @@ class UsageWriter:
             }
         )
         if self.journal is not None:
-            self.journal.append("e", fitted)
-        self._events.append(fitted)
+            self.journal.append("e", row)
+        self._events.append(row)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -226,13 +235,12 @@ class UsageWriter:
         With a journal they are appended to it (fsync'd) and written by the next start; otherwise they
         go to the database, or the spool when it cannot be reached.
         """
-        fitted = [_RECORDS.fit(r) for r in rows]
         if self.journal is not None:
-            for row in fitted:
-                self.journal.append("r", row)
+            for row in rows:
+                self.journal.append("r", _RECORDS.fit(row))
             self.journal.sync()
             return
-        items: list[Item] = [("r", r) for r in (*self._rows, *fitted)] + [("e", e) for e in self._events]
+        items = _fitted([*self._rows, *rows], self._events)
         self._rows, self._events = [], []
         if not self._io.acquire(timeout=FORCED_LOCK_WAIT_S):
             jsonl.append(self.spool_path, items)  # a flush thread is stuck on the database
@@ -288,9 +296,9 @@ class UsageWriter:
                 self.on_flushed(seq)
 
     def _flag_and_deliver(self, rows: list[Row], events: list[Row]) -> int | None:
+        items = _fitted(rows, events)
         if self.detector is not None:
-            self._flag_anomalies(rows)
-        items: list[Item] = [("r", r) for r in rows] + [("e", e) for e in events]
+            self._flag_anomalies([row for _, row in items[: len(rows)]])
         return self._deliver_locked(items)
 
     def _flag_anomalies(self, rows: list[Row]) -> None:
