@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -344,3 +345,26 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     with e.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     e.dispose()
+
+
+async def test_locked_sqlite_database_spools_instead_of_dead_lettering(tmp_path: Path) -> None:
+    """A lock is the database's state, not the rows' fault: spooled, then written once it is free."""
+    path = tmp_path / "locked.db"
+    engine = store.open_store(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with running(writer(engine, tmp_path)) as w:
+            await w.flush()  # schema checked while the database is free
+            holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock past busy_timeout
+            w.submit(row(0))
+            w.submit(row(1))
+            await w.flush()
+            assert [r["request_id"] for _, r in jsonl.read(tmp_path / "spool.jsonl")] == ["r0", "r1"]
+            holder.execute("ROLLBACK")
+            w.submit(row(2))
+            await w.flush()
+        assert rows_in(engine) == ["r0", "r1", "r2"]
+        assert value(w.metrics.dead_lettered) == 0 and not (tmp_path / "dead.jsonl").exists()
+    finally:
+        holder.close()
+        engine.dispose()

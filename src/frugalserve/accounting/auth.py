@@ -122,13 +122,6 @@ class Gate:
 
     # -- the request path ------------------------------------------------------------------------
 
-    async def admit(self, authorization: str | None, model: str) -> keys.ApiKey | None:
-        """Check one request; returns its key (None with auth off) or raises the client's answer."""
-        key = await self.authenticate(authorization)
-        if key is not None:
-            self.authorize(key, model)
-        return key
-
     async def authenticate(self, authorization: str | None) -> keys.ApiKey | None:
         """The request's key (None with auth off), or 401."""
         if not self.enabled:

@@ -11,11 +11,12 @@ confirmed sequence only moves forward.
 Where a batch goes:
 
 * the database, in transactions of ``batch_size``;
-* a batch the database refuses while it answers is split in halves until each refused row stands alone;
-  such a row goes to the dead-letter file with the error (metric, log line) and never holds back the
-  rows after it;
-* when the database cannot be reached (the probe ``SELECT 1`` fails too), what was not written goes to the
-  spool, replayed oldest first by the first flush that reaches it again.
+* when the database cannot be reached or is busy (an operational error: connection refused or lost,
+  locked, timed out; or the probe ``SELECT 1`` fails too), what was not written goes to the spool,
+  replayed oldest first by the first flush that reaches it again;
+* any other error means the database refuses something in the batch: it is split in halves until each
+  refused row stands alone; such a row goes to the dead-letter file with the error (metric, log line)
+  and never holds back the rows after it.
 
 A SQLite file deleted or replaced under a running gateway is noticed before each flush (its inode and
 device changed) and opened anew, migrated, with a warning. :meth:`stop` writes what is left;
@@ -115,6 +116,13 @@ def _set_aside_stale_wal(db: Path) -> None:
         except FileNotFoundError:
             continue
         log.warning("moved %s, the log of the old database, to %s.orphaned", side, side.name)
+
+
+def _transient(exc: Exception) -> bool:
+    """An error of the database's state (locked, connection lost, timeout), not of the rows: retry later."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
 
 
 def _fitted(rows: list[Row], events: list[Row]) -> list[Item]:
@@ -357,7 +365,7 @@ class UsageWriter:
             try:
                 store.insert_items(self.engine, chunk)
             except Exception as exc:
-                if not self._reachable():
+                if _transient(exc) or not self._reachable():
                     return handled, written
                 if len(chunk) > 1:
                     mid = len(chunk) // 2
