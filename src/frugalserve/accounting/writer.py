@@ -227,7 +227,8 @@ class UsageWriter:
             self.journal.close()
 
     async def flush(self) -> None:
-        """Ask the owner task to write what is queued now, and wait until it did."""
+        """Ask the owner task to write what is queued now, and wait until it did (or tried: a flush that
+        fails is logged by the task, and its rows are spooled or dead-lettered as usual)."""
         if self._task is None:
             raise RuntimeError("the usage writer is not running")
         if self._task.done():
@@ -268,20 +269,15 @@ class UsageWriter:
             self._wake.clear()
             stopping = self._stopping
             waiters, self._waiters = self._waiters, []
-            error: Exception | None = None
             try:
                 await self._flush()
                 if not stopping:
                     await self._maybe_apply_retention()
-            except Exception as exc:  # the writer must outlive any one bad batch
+            except Exception:  # the writer must outlive any one bad batch
                 log.exception("usage writer: flush failed")
-                error = exc
             for waiter in waiters:
                 if not waiter.done():
-                    if error is None:
-                        waiter.set_result(None)
-                    else:
-                        waiter.set_exception(error)
+                    waiter.set_result(None)
             if stopping:
                 return
 
