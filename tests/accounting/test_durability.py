@@ -98,30 +98,32 @@ def test_hostile_records_are_fitted_and_never_block_later_ones(tmp_path: Path, d
     assert not (tmp_path / "dead.jsonl").exists() and not (tmp_path / "spool.jsonl").exists()
 
 
-def test_forced_shutdown_writes_a_record_for_each_request_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["batch", "wal"])
+def test_forced_shutdown_writes_a_record_for_each_request_in_flight(tmp_path: Path, durability: str) -> None:
+    """batch: written to the database before the process exits; wal: journaled, written by the next start."""
     db_url = f"sqlite:///{tmp_path / 'usage.db'}"
     n = 40
-    with (
-        procs.fake_upstream(tmp_path) as up,
-        procs.gateway(tmp_path, config_yaml(db_url, pool("small", "m", up))) as (
-            gw,
-            proc,
-        ),
-    ):
-        log = tmp_path / f"gateway-{gw.rsplit(':', 1)[1]}.log"
-        with ThreadPoolExecutor(n) as ex:
-            futures = [ex.submit(chat, gw, "m", delay_s=60) for _ in range(n)]
-            running = poll(lambda: httpx.get(f"{up}/stats").json()["running"], lambda k: k == n)
-            assert running == n
-            proc.send_signal(signal.SIGTERM)
-            poll(log.read_text, lambda text: "no longer accepting" in text)
-            proc.send_signal(signal.SIGTERM)  # force
-            assert proc.wait(20) is not None
-            for f in futures:
-                try:
-                    f.result()
-                except httpx.HTTPError:
-                    pass  # the gateway went away under them: that is the point
+    with procs.fake_upstream(tmp_path) as up:
+        yaml = config_yaml(db_url, pool("small", "m", up), f"durability: {durability}")
+        with procs.gateway(tmp_path, yaml) as (gw, proc):
+            log = tmp_path / f"gateway-{gw.rsplit(':', 1)[1]}.log"
+            with ThreadPoolExecutor(n) as ex:
+                futures = [ex.submit(chat, gw, "m", delay_s=60) for _ in range(n)]
+                running = poll(lambda: httpx.get(f"{up}/stats").json()["running"], lambda k: k == n)
+                assert running == n
+                proc.send_signal(signal.SIGTERM)
+                poll(log.read_text, lambda text: "no longer accepting" in text)
+                proc.send_signal(signal.SIGTERM)  # force
+                assert proc.wait(20) is not None
+                for f in futures:
+                    try:
+                        f.result()
+                    except httpx.HTTPError:
+                        pass  # the gateway went away under them: that is the point
+        if durability == "wal":
+            assert stored(db_url) == []  # in the journal only
+            with procs.gateway(tmp_path, yaml):
+                pass  # the next start writes it before answering
     rows = stored(db_url)
     assert len(rows) == n
     assert {(r["status"], r["error_code"]) for r in rows} == {(499, "gateway_shutdown")}
