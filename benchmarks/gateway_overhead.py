@@ -12,6 +12,10 @@ All three are real processes on 127.0.0.1; the load generator is a fourth. Measu
    within the window or its errors reach 1%.
 
     python benchmarks/gateway_overhead.py [--rate 300] [--seconds 5] [--rounds 3] [--litellm PATH]
+        [--durability batch,wal]
+
+``--durability batch,wal`` runs one frugalserve per accounting durability (targets ``frugalserve`` and
+``frugalserve-wal``), side by side in the same alternating rounds, to show what the journal costs.
 """
 
 from __future__ import annotations
@@ -147,7 +151,10 @@ async def main() -> None:
     p.add_argument("--rates", default="50,100,200,300,400,500,750,1000,1250,1500,2000,2500,3000")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--gateway-yaml", default="", help="extra top-level YAML for the gateway's config")
+    p.add_argument("--durability", default="batch", help="comma-separated accounting.durability values to compare")
     args = p.parse_args()
+    if "batch" not in args.durability.split(","):
+        p.error("--durability must include batch (the reference every other number is compared with)")
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-"))
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -159,21 +166,23 @@ async def main() -> None:
         upstream = f"http://127.0.0.1:{up_port}"
         procs.wait_http(upstream + "/health", proc=up)
 
-        gw_port = procs.free_port()
-        (tmp / "gw.yaml").write_text(
-            "gateway: {log_level: warning}\n"
-            + (args.gateway_yaml + "\n" if args.gateway_yaml else "")
-            + f"pools:\n  - {{name: bench, model: bench, backend: {{url: '{upstream}'}}}}\n"
-        )
-        gw = procs.spawn(
-            [sys.executable, "-m", "frugalserve", "up", "--config", str(tmp / "gw.yaml"), "--port", str(gw_port)],
-            tmp / "gateway.log",
-        )
-        started.append(gw)
-        gateway = f"http://127.0.0.1:{gw_port}"
-        procs.wait_http(gateway + "/healthz", proc=gw)
+        targets = {"direct": upstream}
+        for durability in args.durability.split(","):
+            name = "frugalserve" if durability == "batch" else f"frugalserve-{durability}"
+            gw_port = procs.free_port()
+            (tmp / f"{name}.yaml").write_text(
+                f"gateway: {{log_level: warning, database: 'sqlite:///{tmp / name}.db'}}\n"
+                f"accounting: {{durability: {durability}, spool_path: '{tmp / name}-spool.jsonl', "
+                f"journal_path: '{tmp / name}-journal.jsonl'}}\n"
+                + (args.gateway_yaml + "\n" if args.gateway_yaml else "")
+                + f"pools:\n  - {{name: bench, model: bench, backend: {{url: '{upstream}'}}}}\n"
+            )
+            cmd = ["-m", "frugalserve", "up", "--config", str(tmp / f"{name}.yaml"), "--port", str(gw_port)]
+            gw = procs.spawn([sys.executable, *cmd], tmp / f"{name}.log")
+            started.append(gw)
+            targets[name] = f"http://127.0.0.1:{gw_port}"
+            procs.wait_http(targets[name] + "/healthz", proc=gw)
 
-        targets = {"direct": upstream, "frugalserve": gateway}
         if args.litellm:
             ll, litellm = start_litellm(args.litellm, upstream, tmp)
             started.append(ll)

@@ -46,9 +46,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def _add_common_options(p: argparse.ArgumentParser) -> None:
-    # A command module that declares --config itself keeps its own (argparse refuses a second one).
-    with contextlib.suppress(argparse.ArgumentError):
-        p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
 
 
 def _accept_options_after_actions(p: argparse.ArgumentParser) -> None:

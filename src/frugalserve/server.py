@@ -8,6 +8,7 @@ Connections are bounded by :mod:`frugalserve.listener`; logs go through one form
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -30,6 +31,15 @@ class GatewayServer(uvicorn.Server):
         if self.should_exit:
             log.warning("second %s: forcing shutdown", signal.Signals(sig).name)
             self.force_exit = True
+            # Open requests will not finish and the app's shutdown will not run: accounting writes their
+            # records and its queue now. On the loop, not inside this handler, which may have interrupted
+            # the accounting code itself.
+            gateway = getattr(getattr(self.config.app, "state", None), "gateway", None)
+            if gateway is not None:
+                try:
+                    asyncio.get_running_loop().call_soon_threadsafe(gateway.on_forced_exit)
+                except RuntimeError:  # no loop running (yet or any more)
+                    gateway.on_forced_exit()
             return
         log.warning(
             "%s: no longer accepting; letting open requests finish (up to %gs). Send it again to force.",

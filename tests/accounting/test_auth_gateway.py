@@ -206,3 +206,35 @@ def test_open_gateway_without_auth_warns_loudly(caplog: pytest.LogCaptureFixture
     assert warn_if_open(config, "0.0.0.0")
     assert "AUTH IS OFF" in caplog.text
     assert not warn_if_open(config, "127.0.0.1")
+
+
+async def test_admin_usage_flushing_during_traffic_never_counts_spend_twice(
+    upstream_url: str, db_url: str, engine: sa.Engine
+) -> None:
+    key, secret = keys.create_key(engine, "k", time.time(), budget_usd_per_day=1e6)
+    app = create_app(make_config(upstream_url, db_url, flush_interval_s=0.01, budget_refresh_s=0.05))
+    gateway: Gateway = app.state.gateway
+    gateway.accounting.gate.admin_key = "adm"
+    await gateway.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+
+            async def traffic(i: int) -> None:
+                r = await c.post("/v1/chat/completions", json=chat(delay_s=0.001 * (i % 5)), headers=bearer(secret))
+                assert r.status_code == 200, r.text
+
+            async def report() -> None:
+                r = await c.get("/admin/usage?by=key", headers=bearer("adm"))
+                assert r.status_code == 200, r.text
+
+            await asyncio.gather(*(traffic(i) for i in range(100)), *(report() for _ in range(100)))
+            await report()  # one more flush: everything is in the database now
+            await gateway.accounting.gate.refresh()
+            seen = gateway.accounting.gate.spend.today(key.id, time.time())
+    finally:
+        await gateway.shutdown()
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(sa.func.sum(store.usage_records.c.cost_usd)).where(store.usage_records.c.key_id == key.id)
+        ).scalar_one()
+    assert stored > 0 and seen == pytest.approx(stored)

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
-from frugalserve.accounting import costs, report, store
+from frugalserve import config as cfg
+from frugalserve.accounting import costs, keys, report, store
+from frugalserve.accounting.service import Accounting
+from frugalserve.clock import SystemClock
+from frugalserve.records import RecentRecords, RequestRecord
 from tests import procs
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % 86400  # a UTC midnight
@@ -47,10 +52,27 @@ EVENTS = [
 
 
 def test_on_demand_bills_starting_ready_and_sleeping_only() -> None:
-    billed, starting, starts = costs.billed_time(EVENTS, T0, T0 + 200)
-    assert (billed, starting, starts) == (100.0, 10.0, 1)
+    assert costs.billed_time(EVENTS, T0, T0 + 200) == costs.ReplicaTime(100.0, 10.0, 1, 0)
     # a window that starts while the replica is ready carries that state in
-    assert costs.billed_time(EVENTS, T0 + 30, T0 + 200)[0] == 70.0
+    assert costs.billed_time(EVENTS, T0 + 30, T0 + 200).billed_s == 70.0
+
+
+def test_failed_starts_are_counted_apart_from_successful_ones() -> None:
+    events = [
+        ev(0, "stopped", "starting"),
+        ev(5, "starting", "failed"),  # failed after 5 s
+        ev(20, "failed", "starting"),
+        ev(30, "starting", "ready"),  # the retry worked
+        ev(60, "ready", "sleeping"),
+        ev(70, "sleeping", "starting"),  # a wake
+        ev(71, "starting", "ready"),
+        ev(190, "ready", "starting"),  # still starting when the window ends: not counted either way
+    ]
+    rt = costs.billed_time(events, T0, T0 + 200)
+    # billed: starting 0-5, 20-30, 70-71, 190-200; ready 30-60, 71-190; sleeping 60-70 (failed 5-20 is not)
+    assert rt == costs.ReplicaTime(5 + 10 + 1 + 10 + 30 + 119 + 10, 5 + 10 + 1 + 10, 2, 1)
+    total = report.build([], events, PRICE, T0, T0 + 200)[-1]
+    assert (total["cold_starts"], total["failed_starts"]) == (2, 1)
 
 
 def test_busy_time_is_split_by_token_work_density() -> None:
@@ -87,7 +109,9 @@ def test_report_totals_agree_with_the_records() -> None:
     assert total["completion_tokens"] == 40 and total["image_tokens_saved"] == 90
     assert total["usd_billed"] == pytest.approx(0.2) and total["usd_always_on"] == pytest.approx(0.4)
     assert total["savings_usd"] == pytest.approx(0.2) and total["savings_pct"] == pytest.approx(50.0)
-    assert total["cold_starts"] == 1 and total["cold_wait_p50_s"] == 8.0
+    assert total["cold_starts"] == 1 and total["failed_starts"] == 0
+    assert total["cold_waits"] == 1 and total["cold_wait_p50_s"] == 8.0
+    assert by["a"]["cold_starts"] is None and by["a"]["cold_waits"] == 1  # starts are pool facts
     assert by["a"]["usd_billed"] + by["b"]["usd_billed"] == pytest.approx(total["usd_ideal"])
     assert total["utilisation"] == pytest.approx(35 / 100)
     days = report.build(records, EVENTS, PRICE, T0, T0 + 2 * 86400, by="day")
@@ -119,7 +143,97 @@ def test_report_command_reads_the_database(tmp_path: Path) -> None:
     data = json.loads(run("--since", since, "--until", until, "--format", "json"))
     assert data[-1]["usd_billed"] == pytest.approx(0.2) and data[-1]["requests"] == 2
     table = run("--since", since, "--until", until, "--by", "model")
-    assert table.splitlines()[0].split()[:3] == ["group", "requests", "errors"]
+    assert table.splitlines()[1].split()[:3] == ["group", "requests", "errors"]
     assert run("--format", "csv", "--by", "day").splitlines()[1].startswith("2023-11-14,2,")
     listed = run("--anomalies")
     assert " r20 " in listed and " r10 " not in listed
+
+
+def test_report_by_key_shows_key_names(tmp_path: Path) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        a, _ = keys.create_key(engine, "mobile-app", T0)
+        b, _ = keys.create_key(engine, "batch", T0)
+        c, _ = keys.create_key(engine, "batch", T0)  # the same name twice: the id tells them apart
+        names = report.key_names(engine)
+    finally:
+        engine.dispose()
+    records = [rec(10, 1, 10, key=a.id), rec(20, 1, 10, key=b.id), rec(30, 1, 10, key=c.id), rec(40, 1, 10, key=None)]
+    records[-1]["key_id"] = None
+    groups = [r["group"] for r in report.build(records, EVENTS, PRICE, T0, T0 + 200, "key", names)]
+    assert groups == ["-", f"batch ({b.id})", f"batch ({c.id})", "mobile-app", "TOTAL"] or groups == [
+        "-",
+        f"batch ({c.id})",
+        f"batch ({b.id})",
+        "mobile-app",
+        "TOTAL",
+    ]
+
+
+def test_report_reads_image_video_and_saved_tokens_from_stored_records(tmp_path: Path) -> None:
+    """A RequestRecord as the request path fills it, stored by Accounting, read back by the report."""
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    config = cfg.load_text(
+        f"gateway: {{database: '{db}'}}\n"
+        "pools:\n  - {name: p, model: m, backend: {url: 'http://127.0.0.1:1'}, gpu: {usd_per_hour: 3.6}}\n"
+    )
+    acc = Accounting(config, SystemClock(), CollectorRegistry(), RecentRecords())
+    record = RequestRecord("r1", "chat", "m", T0 + 10, 0.0, pool="p", replica="p-0", status=200)
+    record.prompt_tokens, record.completion_tokens = 1_060, 7
+    record.prompt_text_tokens, record.prompt_image_tokens, record.prompt_video_tokens = 30, 1_010, 20
+    record.image_tokens_saved, record.duration_s = 1_032, 2.0
+    engine = store.open_store(db)
+    try:
+        store.insert_batch(engine, [acc.row(record, 0.0)], [])
+        records, events = report.load(engine, None, T0 + 86400)
+    finally:
+        engine.dispose()
+    total = report.build(records, events, report.prices_of(config), T0, T0 + 100)[-1]
+    assert (total["prompt_text_tokens"], total["prompt_image_tokens"], total["prompt_video_tokens"]) == (30, 1_010, 20)
+    assert total["image_tokens_saved"] == 1_032 and total["completion_tokens"] == 7
+    # a static pool with no events is billed its busy time: 2 s at $3.60/h
+    assert total["usd_billed"] == pytest.approx(0.002)
+
+
+def test_report_table_fits_a_100_column_terminal_and_wide_has_every_column() -> None:
+    # a busy month: billions of tokens, thousands of dollars, a long key name
+    records = [
+        rec(10 * i, 9, 3_000_000, key=f"a-rather-long-team-key-name-{i % 3}", prompt_image_tokens=2_500_000)
+        for i in range(400)
+    ]
+    for r in records:
+        r["completion_tokens"], r["image_tokens_saved"], r["cold_start_wait_s"] = 400_000, 1_234_567, 12.5
+    price = {"p": costs.Price(usd_per_hour=98.32, count=8)}
+    for by in ("key", "pool", "model", "day"):
+        rows = report.build(records, EVENTS, price, T0, T0 + 40 * 86400, by)
+        table = report.render_report(rows)
+        assert max(len(line) for line in table.splitlines()) <= 100, table
+        assert table.count("TOTAL") == 3  # once per column group
+    wide = report.render_report(rows, wide=True)
+    assert wide.splitlines()[0].split() == ["group", *report.COLUMNS[1:]]
+
+
+def test_report_table_shows_hand_computed_values() -> None:
+    records = [
+        rec(10, 20, 200, key="a", prompt_image_tokens=150, image_tokens_saved=90, cold_start_wait_s=8.0),
+        rec(20, 20, 600, key="b", completion_tokens=40),
+    ]
+    table = report.render_report(report.build(records, EVENTS, PRICE, T0, T0 + 200, by="pool"))
+    lines = {line.split()[0] + str(i): line.split() for i, line in enumerate(table.splitlines()) if line}
+    tokens, cost, cold = [v for k, v in lines.items() if k.startswith("TOTAL")]
+    assert tokens == ["TOTAL", "2", "0", "650", "150", "0", "40", "90"]
+    # billed 100 s x $0.002 = $0.20; always on 200 s = $0.40; busy 30 of 100 billed seconds
+    assert cost == ["TOTAL", "0.0556", "0.2000", "238.10", "30.0%", "0.0600", "0.4000", "0.2000", "50.0%"]
+    assert cold == ["TOTAL", "1", "0", "1", "8.0000", "8.0000"]
+
+
+def test_built_in_demo_config_carries_an_example_price() -> None:
+    config = cfg.load(None, environ={})
+    (pool,) = config.pools
+    assert pool.gpu.usd_per_hour == 0.80 and "example" in pool.gpu.type
+    assert "EXAMPLE PRICE" in cfg.default_config_text()
+    # one demo replica up for an hour is billed $0.80
+    ev0 = {"time": T0, "pool": pool.name, "replica": "demo-0", "from_state": "stopped", "to_state": "starting"}
+    ev1 = {**ev0, "time": T0 + 60, "from_state": "starting", "to_state": "ready"}
+    total = report.build([], [ev0, ev1], report.prices_of(config), T0, T0 + 3600)[-1]
+    assert total["usd_billed"] == pytest.approx(0.80)

@@ -128,19 +128,20 @@ class Gate:
 
     # -- the request path ------------------------------------------------------------------------
 
-    def admit(self, key: keys.ApiKey | None, model: str) -> None:
-        """Check an authenticated request (``key`` from :meth:`authenticate`) for ``model``, budget and rate."""
-        if key is None:
-            return
+    async def authenticate(self, authorization: str | None) -> keys.ApiKey | None:
+        """The request's key (None with auth off), or 401."""
+        if not self.enabled:
+            return None
+        return await self._authenticate(authorization)
+
+    def authorize(self, key: keys.ApiKey, model: str) -> None:
+        """May this key use this model now: 403 (model), 429 (budget, rate)."""
         if not key.allows(model):
             raise PermissionDenied(f"This API key may not use the model {model!r}.", param="model")
         self._check_budget(key)
         self._check_rate(key)
 
-    async def authenticate(self, authorization: str | None) -> keys.ApiKey | None:
-        """The caller's key (None with auth off); raises 401 for a missing, unknown or revoked key."""
-        if not self.enabled:
-            return None
+    async def _authenticate(self, authorization: str | None) -> keys.ApiKey:
         if not authorization:
             raise AuthenticationFailed(
                 "No API key provided. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"

@@ -6,6 +6,7 @@ This module imports nothing heavy: :mod:`frugalserve.config` imports it for ever
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class AccountingConfig:
     batch_size: int = 500  # records per INSERT; a full batch is written at once
     flush_interval_s: float = 1.0  # longest a record waits in memory before it is written
     spool_path: str = "frugalserve-spool.jsonl"  # where batches go while the database is unreachable
+    dead_letter_path: str = "frugalserve-dead-letter.jsonl"  # single rows the database refused, with the error
+    # batch: records wait in memory up to flush_interval_s (a kill -9 loses those); wal: each record is also
+    # appended to journal_path before its response ends and replayed at the next start (see docs/accounting.md)
+    durability: Literal["batch", "wal"] = "batch"
+    journal_path: str = "frugalserve-journal.jsonl"
+    journal_fsync: bool = False  # wal: fsync every record too (survives power loss; costs a disk flush each)
     retention_days: float = 0.0  # delete records and events older than this; 0 keeps everything
     budget_refresh_s: float = 5.0  # how often keys and spend are re-read from the database
     anomaly_threshold: float = 6.0  # robust z-score (median/MAD) above which a request is flagged
@@ -46,5 +53,8 @@ class AccountingConfig:
                 raise ConfigError(f"{path}.{name}", "must be > 0")
         if self.retention_days < 0:
             raise ConfigError(f"{path}.retention_days", "must be >= 0 (0 keeps everything)")
-        if not self.spool_path:
-            raise ConfigError(f"{path}.spool_path", "must not be empty")
+        for name in ("spool_path", "dead_letter_path", "journal_path"):
+            if not getattr(self, name):
+                raise ConfigError(f"{path}.{name}", "must not be empty")
+        if len({self.spool_path, self.dead_letter_path, self.journal_path}) < 3:
+            raise ConfigError(f"{path}.dead_letter_path", "spool, dead-letter and journal paths must differ")

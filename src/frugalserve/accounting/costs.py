@@ -43,7 +43,8 @@ class PoolCost:
     billed_s: float = 0.0  # replica-seconds billed
     busy_s: float = 0.0
     cold_start_s: float = 0.0
-    cold_starts: int = 0
+    cold_starts: int = 0  # successful starts and wakes
+    failed_starts: int = 0
     usd_per_s: float = 0.0
     gpus: int = 1
 
@@ -83,12 +84,24 @@ def _clip(a: float, b: float, lo: float, hi: float) -> float:
     return max(0.0, min(b, hi) - max(a, lo))
 
 
-def billed_time(events: Sequence[Mapping[str, Any]], since: float, until: float) -> tuple[float, float, int]:
-    """(billed seconds, starting seconds, cold starts) of ONE on-demand replica from its events, sorted by time."""
+@dataclass(frozen=True)
+class ReplicaTime:
+    billed_s: float = 0.0
+    starting_s: float = 0.0
+    starts: int = 0  # starts and wakes that reached ``ready`` within the window
+    failed_starts: int = 0  # starts and wakes that ended in any other state
+
+
+def billed_time(events: Sequence[Mapping[str, Any]], since: float, until: float) -> ReplicaTime:
+    """Billed and starting seconds, and starts, of ONE on-demand replica from its events, sorted by time.
+
+    A start counts when it ends inside the window: ``starting -> ready`` succeeded, ``starting -> `` any
+    other state (``failed``, ``stopped``) did not. One still starting at the window's end is not counted.
+    """
     billed = starting = 0.0
-    starts = 0
+    starts = failed = 0
     if not events:
-        return 0.0, 0.0, 0
+        return ReplicaTime()
     state, t = events[0]["from_state"], since
     for ev in events:
         at = ev["time"]
@@ -97,15 +110,18 @@ def billed_time(events: Sequence[Mapping[str, Any]], since: float, until: float)
             billed += span
         if state == "starting":
             starting += span
-        if ev["to_state"] == "starting" and since <= at < until:
-            starts += 1
+        if ev["from_state"] == "starting" and since <= at < until:
+            if ev["to_state"] == "ready":
+                starts += 1
+            else:
+                failed += 1
         state, t = ev["to_state"], max(t, at)
     span = _clip(t, until, since, until)
     if state in ON_DEMAND_BILLED:
         billed += span
     if state == "starting":
         starting += span
-    return billed, starting, starts
+    return ReplicaTime(billed, starting, starts, failed)
 
 
 def _busy_and_shares(
@@ -174,14 +190,14 @@ def attribute(
         price = prices.get(pool, Price(0.0))
         evs = sorted(by_replica_events.get((pool, replica), ()), key=lambda e: e["time"])
         busy, shares = _busy_and_shares(by_replica_records.get((pool, replica), ()), records, since, until)
-        billed, starting, starts = billed_time(evs, since, until)
-        if price.billing == "reserved":
-            billed = window
+        rt = billed_time(evs, since, until)
+        billed = window if price.billing == "reserved" else rt.billed_s
         pc.replicas += 1
         pc.billed_s += max(billed, busy)
         pc.busy_s += busy
-        pc.cold_start_s += starting
-        pc.cold_starts += starts
+        pc.cold_start_s += rt.starting_s
+        pc.cold_starts += rt.starts
+        pc.failed_starts += rt.failed_starts
         for i, s in shares.items():
             out.shares[i] = (s, s * price.usd_per_s)
     for name, pc in out.pools.items():

@@ -1,9 +1,14 @@
 """``frugalserve report``: requests, tokens, GPU-hours, dollars and savings from the usage records.
 
-Rows are grouped by day, key, pool or model; the last row is the total. Dollars billed of a pool (and
+Rows are grouped by day, key (shown by name), pool or model; the last row is the total. Dollars billed of a pool (and
 of the total, and of a day) include its overhead (idle and cold-start time); dollars of a key or model
 are its requests' attributed share of busy time only (overhead belongs to pools, see costs.py).
-Savings compare the bill with keeping every replica of every pool up for the whole window.
+Savings compare the bill with keeping every replica of every pool up for the whole window. Cold starts
+(successful starts and wakes, and failed ones apart) come from replica events, so they are pool facts;
+rows by key or model show how many of their requests waited for one, and how long.
+
+As a table the columns come in three groups (tokens, cost, cold starts) that each fit a 100-column
+terminal; ``wide`` prints them as one table. CSV and JSON carry every column under its full name.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from frugalserve.accounting import costs
-from frugalserve.accounting.store import replica_events, usage_records
+from frugalserve.accounting.store import api_keys, replica_events, usage_records
 from frugalserve.config import Config
 
 GROUPS = ("day", "key", "pool", "model")
@@ -40,6 +45,8 @@ COLUMNS = (
     "usd_per_mtok",
     "utilisation",
     "cold_starts",
+    "failed_starts",
+    "cold_waits",
     "cold_wait_p50_s",
     "cold_wait_p95_s",
     "usd_ideal",
@@ -97,6 +104,16 @@ def load(engine: Engine, since: float | None, until: float) -> tuple[list[dict[s
     return records, events
 
 
+def key_names(engine: Engine) -> dict[str, str]:
+    """Key id -> the name to show: its name, with the id when another key has the same name."""
+    with engine.connect() as conn:
+        pairs = [(r[0], r[1]) for r in conn.execute(sa.select(api_keys.c.id, api_keys.c.name))]
+    counts: dict[str, int] = defaultdict(int)
+    for _, name in pairs:
+        counts[name] += 1
+    return {kid: name if counts[name] == 1 else f"{name} ({kid})" for kid, name in pairs}
+
+
 def _tokens(r: Mapping[str, Any]) -> tuple[int, int, int, int]:
     image = r.get("prompt_image_tokens") or 0
     video = r.get("prompt_video_tokens") or 0
@@ -120,7 +137,7 @@ def _row(group: str, recs: Sequence[Mapping[str, Any]], shares: Sequence[tuple[f
         t, i, v, c = _tokens(r)
         text, image, video, completion = text + t, image + i, video + v, completion + c
         saved += r.get("image_tokens_saved") or 0
-    waits = sorted(r["cold_start_wait_s"] for r in recs if r.get("cold_start_wait_s"))
+    waits = sorted(r["cold_start_wait_s"] for r in recs if r.get("cold_start_wait_s"))  # requests held
     busy_s = sum(s[0] for s in shares)
     usd = sum(s[1] for s in shares)
     return {
@@ -136,7 +153,9 @@ def _row(group: str, recs: Sequence[Mapping[str, Any]], shares: Sequence[tuple[f
         "usd_billed": usd,
         "usd_per_mtok": _per_mtok(usd, text + image + video + completion),
         "utilisation": None,
-        "cold_starts": len(waits),
+        "cold_starts": None,  # a pool fact (events): filled by _with_pools
+        "failed_starts": None,
+        "cold_waits": len(waits),
         "cold_wait_p50_s": _pct(waits, 50),
         "cold_wait_p95_s": _pct(waits, 95),
         "usd_ideal": usd,
@@ -163,7 +182,8 @@ def _with_pools(row: dict[str, Any], pools: Sequence[costs.PoolCost]) -> dict[st
         usd_billed=billed,
         usd_per_mtok=_per_mtok(billed, tokens),
         utilisation=busy / billed_s if billed_s else None,
-        cold_starts=sum(p.cold_starts for p in pools) or row["cold_starts"],
+        cold_starts=sum(p.cold_starts for p in pools),
+        failed_starts=sum(p.failed_starts for p in pools),
         usd_ideal=sum(p.usd_ideal for p in pools),
         usd_always_on=always,
         savings_usd=always - billed,
@@ -179,8 +199,9 @@ def build(
     since: float | None,
     until: float,
     by: str = "pool",
+    names: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The report's rows, the total last."""
+    """The report's rows, the total last. ``names``: what to show for each key id (by key)."""
     if since is None:
         times = [r["time"] for r in records] + [e["time"] for e in events]
         since = min(times) if times else until
@@ -199,7 +220,10 @@ def build(
         att = costs.attribute(records, events, prices, since, until)
         groups: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(records):
-            groups[str(r.get({"key": "key_id"}.get(by, by)) or "-")].append(i)
+            value = r.get({"key": "key_id"}.get(by, by))
+            if by == "key" and value is not None and names:
+                value = names.get(value, value)
+            groups[str(value or "-")].append(i)
         if by == "pool":
             for name in att.pools:
                 groups.setdefault(name, [])
@@ -222,6 +246,78 @@ def anomalies(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 # -- formatting ---------------------------------------------------------------------------------------
 
+# The table's column groups, each narrow enough for a 100-column terminal, with short headers.
+SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "requests and tokens (prompt tokens by kind; output = completion)",
+        (
+            ("requests", "requests"),
+            ("errors", "errors"),
+            ("prompt_text_tokens", "text_tok"),
+            ("prompt_image_tokens", "image_tok"),
+            ("prompt_video_tokens", "video_tok"),
+            ("completion_tokens", "output_tok"),
+            ("image_tokens_saved", "img_saved"),
+        ),
+    ),
+    (
+        "GPU cost in USD (always_on: every replica up the whole window; saved: always_on - billed)",
+        (
+            ("gpu_hours", "gpu_h"),
+            ("usd_billed", "billed"),
+            ("usd_per_mtok", "per_Mtok"),
+            ("utilisation", "util"),
+            ("usd_ideal", "ideal"),
+            ("usd_always_on", "always_on"),
+            ("savings_usd", "saved"),
+            ("savings_pct", "saved_%"),
+        ),
+    ),
+    (
+        "cold starts (starts and wakes of replicas) and requests that waited for one",
+        (
+            ("cold_starts", "starts"),
+            ("failed_starts", "failed"),
+            ("cold_waits", "waited"),
+            ("cold_wait_p50_s", "wait_p50_s"),
+            ("cold_wait_p95_s", "wait_p95_s"),
+        ),
+    ),
+)
+GROUP_WIDTH = 24  # longer group names are cut in the table (CSV and JSON keep them whole)
+
+
+def _compact(v: float) -> str:
+    for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
+        if abs(v) >= size:
+            return f"{v / size:.2f}{unit}"
+    return f"{v:,.0f}"
+
+
+def _short(column: str, v: Any) -> str:
+    """A narrow cell: counts and dollars above a million compacted (12.35M), ratios as percent."""
+    if v is None:
+        return "-"
+    if column in ("utilisation",):
+        return f"{v * 100:.1f}%"
+    if column == "savings_pct":
+        return f"{v:.1f}%"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}" if abs(v) < 10_000_000 else _compact(v)
+    if isinstance(v, float):
+        if abs(v) >= 1e6:
+            return _compact(v)
+        return f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4f}"
+    return str(v)
+
+
+def _fit_group(name: str) -> str:
+    """Cut a long group name in the middle, so names that differ only at the end stay apart."""
+    if len(name) <= GROUP_WIDTH:
+        return name
+    head = GROUP_WIDTH // 2 - 1
+    return name[:head] + "~" + name[-(GROUP_WIDTH - head - 1) :]
+
 
 def _cell(v: Any) -> str:
     if v is None:
@@ -233,7 +329,33 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _table(headers: Sequence[str], lines: Sequence[Sequence[str]], left: int = 0) -> list[str]:
+    """Right-aligned columns, except the first ``left`` ones."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return [fmt(headers).rstrip(), *(fmt(line).rstrip() for line in lines)]
+
+
+def render_report(rows: Sequence[Mapping[str, Any]], fmt: str = "table", wide: bool = False) -> str:
+    """The report as a table in column groups (``wide``: one table), CSV or JSON."""
+    if fmt != "table" or wide or not rows:
+        return render(rows, fmt)
+    out: list[str] = []
+    for title, columns in SECTIONS:
+        groups = [str(r["group"]) for r in rows]
+        groups = [_fit_group(g) for g in groups]
+        lines = [[g, *(_short(c, r.get(c)) for c, _ in columns)] for g, r in zip(groups, rows, strict=True)]
+        out += [f"# {title}", *_table(["group", *(h for _, h in columns)], lines, left=1), ""]
+    return "\n".join(out)
+
+
 def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table") -> str:
+    """Any list of rows as one table (every column, full names), CSV or JSON."""
     if not rows:
         return "" if fmt != "json" else "[]\n"
     cols = list(rows[0])
@@ -249,7 +371,4 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table") -> str:
     if "time" in cols:
         for line, r in zip(cells, rows, strict=True):
             line[cols.index("time")] = dt.datetime.fromtimestamp(r["time"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(cols)]
-    out = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
-    out += ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
-    return "\n".join(out) + "\n"
+    return "\n".join(_table(cols, cells)) + "\n"

@@ -2,12 +2,14 @@
 
 The gateway calls :meth:`Accounting.admit` once per request (after the model and pool are known) and
 hands finished records to :meth:`Accounting.submit` (its record sink). Both return without touching the
-database. Replica lifecycle events go to :attr:`Accounting.events`.
+database. Replica lifecycle events go to :attr:`Accounting.events`. Admitted records are known until they
+are submitted, so a forced exit (:meth:`Accounting.on_forced_exit`) still writes one for each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from frugalserve.accounting import store
 from frugalserve.accounting.anomalies import AnomalyDetector
 from frugalserve.accounting.auth import Gate
+from frugalserve.accounting.jsonl import Journal
 from frugalserve.accounting.keys import ApiKey
 from frugalserve.accounting.writer import EventWriter, UsageWriter
 from frugalserve.clock import Clock
@@ -37,6 +40,9 @@ RENAMED_COLUMNS = {"time": "started_wall", "ttft_s": "ttfb_s"}
 RECORD_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (c.name, RENAMED_COLUMNS.get(c.name, c.name)) for c in store.usage_records.columns if c.name not in COMPUTED_COLUMNS
 )
+# What a request still in flight is recorded as when the gateway is forced to exit.
+SHUTDOWN_STATUS = 499
+SHUTDOWN_CODE = "gateway_shutdown"
 
 
 def is_loopback(host: str) -> bool:
@@ -78,6 +84,8 @@ class Accounting:
                 batch_size=acc.batch_size,
                 flush_interval_s=acc.flush_interval_s,
                 spool_path=acc.spool_path,
+                dead_letter_path=acc.dead_letter_path,
+                journal=Journal(acc.journal_path, fsync=acc.journal_fsync) if acc.durability == "wal" else None,
                 retention_days=acc.retention_days,
                 detector=AnomalyDetector(acc.anomaly_threshold, acc.anomaly_history, acc.anomaly_min_history),
                 on_flushed=self._confirmed,
@@ -88,6 +96,8 @@ class Accounting:
         # dollars per second of one replica of each pool
         self._usd_per_s = {p.name: p.gpu.usd_per_hour * p.gpu.count / 3600 for p in config.pools}
         self._in_flight: dict[str, int] = {}
+        self._open: dict[int, RequestRecord] = {}  # admitted, not yet submitted (by id())
+        self._forced = False
 
     def _confirmed(self, seq: int) -> None:
         self._confirmed_seq = seq
@@ -118,38 +128,74 @@ class Accounting:
     # -- the request path ------------------------------------------------------------------------
 
     def admit(self, key: ApiKey | None, record: RequestRecord) -> None:
-        """Authorize the authenticated request for its model (raises its 403/429); note it as in flight."""
-        self.gate.admit(key, record.model)
+        """Authorize the authenticated request (``key`` from ``gate.authenticate``) for its model (raises its
+        403/429) and note it as in flight on its pool."""
         if key is not None:
-            record.key_id = key.id
+            record.key_id = key.id  # a 403 or 429 that follows is the key's too
+            self.gate.authorize(key, record.model)
         pool = record.pool or "-"
         n = self._in_flight.get(pool, 0) + 1
         self._in_flight[pool] = n
         record.concurrency = n
+        self._open[id(record)] = record
 
     def submit(self, record: RequestRecord) -> None:
-        """The gateway's record sink: never blocks."""
+        """The gateway's record sink: never blocks (except after a forced exit, see below)."""
         self.recent.submit(record)
         cost = 0.0
-        if record.concurrency:  # admitted: in flight until now
-            pool = record.pool or "-"
-            end = self._in_flight.get(pool, 1)
-            self._in_flight[pool] = end - 1
-            # Estimate for budgets: the replica's price over the time held, shared with the requests
-            # in flight around it. Reports recompute the exact share from all records and events.
-            share = (record.concurrency + end) / 2
-            cost = self._usd_per_s.get(pool, 0.0) * (record.duration_s or 0.0) / max(1.0, share)
+        if self._open.pop(id(record), None) is not None:  # admitted: in flight until now
+            cost = self._release(record)
+        elif self._forced and record.concurrency:
+            return  # already written as in flight by on_forced_exit
         if self.writer is None:
+            return
+        if self._forced:  # the writer task is gone; nothing may wait in memory
+            self.writer.write_now([self.row(record, cost)])
             return
         seq = self.writer.submit(self.row(record, cost))
         if record.key_id is not None:
             tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
             self.gate.charge(record.key_id, cost, tokens, seq)
 
+    def _release(self, record: RequestRecord) -> float:
+        """End an admitted request's stay on its pool; returns its cost estimate for budgets."""
+        pool = record.pool or "-"
+        end = self._in_flight.get(pool, 1)
+        self._in_flight[pool] = end - 1
+        # The replica's price over the time held, shared with the requests in flight around it.
+        # Reports recompute the exact share from all records and events.
+        share = (record.concurrency + end) / 2
+        return self._usd_per_s.get(pool, 0.0) * (record.duration_s or 0.0) / max(1.0, share)
+
     def row(self, record: RequestRecord, cost: float) -> dict[str, Any]:
         row: dict[str, Any] = {column: getattr(record, name) for column, name in RECORD_COLUMNS}
         row.update(gateway=self.gateway_id, cost_usd=cost, anomaly=False)
         return row
+
+    def on_forced_exit(self) -> None:
+        """The process is about to exit without waiting for open requests (a second SIGTERM).
+
+        Each request still in flight is recorded now as status 499 ``gateway_shutdown`` with the time it
+        ran so far, and those rows and every queued one are written (or spooled, or journaled) before this
+        returns. Runs on the event loop, which it blocks while it writes.
+        """
+        if self._forced:
+            return
+        self._forced = True
+        now = self.clock.monotonic()
+        rows = []
+        for record in self._open.values():
+            ended = dataclasses.replace(
+                record,
+                status=SHUTDOWN_STATUS,
+                error_code=SHUTDOWN_CODE,
+                duration_s=now - record.started_mono,
+            )
+            rows.append(self.row(ended, self._release(ended)))
+        self._open.clear()
+        log.warning("forced exit: writing %d in-flight records and what is queued", len(rows))
+        if self.writer is not None:
+            self.writer.write_now(rows)
 
     # -- admin -----------------------------------------------------------------------------------
 
@@ -171,8 +217,14 @@ class Accounting:
             raise InvalidRequest(f"since/until: {exc}", param="since") from None
         if self.writer is not None:
             await self.writer.flush()
-        records, events = await asyncio.to_thread(report.load, self.engine, since, until)
+        engine = self.engine
+
+        def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+            records, events = report.load(engine, since, until)
+            return records, events, report.key_names(engine) if by == "key" else {}
+
+        records, events, names = await asyncio.to_thread(read)
         if query.get("anomalies"):
             return {"anomalies": report.anomalies(records)}
-        rows = report.build(records, events, report.prices_of(self.config), since, until, by)
+        rows = report.build(records, events, report.prices_of(self.config), since, until, by, names)
         return {"since": since, "until": until, "by": by, "rows": rows}

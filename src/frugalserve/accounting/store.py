@@ -8,6 +8,7 @@ Times are stored as float seconds since the epoch: cheap to compare, the same on
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+CONNECT_TIMEOUT_S = 5
 metadata = sa.MetaData()
 
 usage_records = sa.Table(
@@ -117,7 +119,10 @@ def create_engine(url: str) -> Engine:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    # connect_timeout: an unreachable server must fail a flush in seconds (then it spools), not hang it
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+    )
 
 
 def migrate(engine: Engine) -> None:
@@ -125,6 +130,7 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin and context lines mean nothing to users
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
@@ -145,13 +151,22 @@ def open_store(url: str) -> Engine:
 
 
 def insert_batch(engine: Engine, records: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]]) -> None:
-    """One transaction for a batch: all of it is written or none (then it is spooled and replayed)."""
+    """One transaction: all of it is written or none."""
     records, events = list(records), list(events)
     with engine.begin() as conn:
         if records:
             conn.execute(usage_records.insert(), records)
         if events:
             conn.execute(replica_events.insert(), events)
+
+
+def insert_items(engine: Engine, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """Tagged items as the writer and its files hold them: ``("r", usage row)`` or ``("e", event)``."""
+    records: list[Mapping[str, Any]] = []
+    events: list[Mapping[str, Any]] = []
+    for kind, row in items:
+        (records if kind == "r" else events).append(row)
+    insert_batch(engine, records, events)
 
 
 def delete_older_than(engine: Engine, cutoff: float) -> int:

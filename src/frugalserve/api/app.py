@@ -128,6 +128,10 @@ class Gateway:
             await fetcher.close()
         await self.accounting.stop()  # after the pools: their last events and every record are written
 
+    def on_forced_exit(self) -> None:
+        """A second SIGTERM: open requests will not finish and shutdown will not run; write what is in memory."""
+        self.accounting.on_forced_exit()
+
     # -- the OpenAI endpoints ----------------------------------------------------------------------
 
     def endpoint(self, kind: str, path: str) -> _Endpoint:

@@ -13,7 +13,6 @@ from frugalserve.commands import load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="config file (default: $FRUGALSERVE_CONFIG or the built-in demo)")
     p.add_argument("--database", metavar="URL", help="database URL (overrides gateway.database)")
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = sub.add_parser("create", help="create a key and print its secret (shown only this once)")

@@ -10,7 +10,6 @@ from frugalserve.commands import load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="config file: prices come from its pools' gpu sections")
     p.add_argument("--database", metavar="URL", help="database URL (overrides gateway.database)")
     p.add_argument(
         "--since", metavar="D", help="start: 2025-03-01, 2025-03-01T12:00, or 7d / 12h (default: first record)"
@@ -18,6 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", metavar="D", help="end, same forms (default: now)")
     p.add_argument("--by", choices=("day", "key", "pool", "model"), default="pool")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--wide", action="store_true", help="table: every column in one wide table")
     p.add_argument("--anomalies", action="store_true", help="list requests flagged as token-count outliers")
 
 
@@ -37,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
     engine = store.open_store(args.database or config.gateway.database)
     try:
         records, events = report.load(engine, since, until)
+        names = report.key_names(engine) if args.by == "key" else None
     finally:
         engine.dispose()
     if args.anomalies:
         sys.stdout.write(report.render(report.anomalies(records), args.format))
         return 0
-    rows = report.build(records, events, report.prices_of(config), since, until, args.by)
-    sys.stdout.write(report.render(rows, args.format))
+    rows = report.build(records, events, report.prices_of(config), since, until, args.by, names)
+    sys.stdout.write(report.render_report(rows, args.format, args.wide))
     return 0
