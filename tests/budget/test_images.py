@@ -148,3 +148,16 @@ def test_resize_is_antialiased_like_a_good_filter() -> None:
     out = images.resize(stripes.convert("RGB"), 1024, 768).convert("L")
     lo, hi = out.crop((100, 100, 900, 700)).getextrema()
     assert 90 <= lo and hi <= 165
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "EPS", "ICO"])
+def test_formats_outside_the_web_set_are_refused_before_decoding(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, fmt)
+    with pytest.raises(images.ImageError, match="unknown format; accepted: JPEG, PNG, WEBP, GIF, TIFF, BMP"):
+        images.preprocess(buf.getvalue(), ImageLimits())
+
+
+def test_cache_key_changes_with_the_pixel_limit() -> None:
+    data = _png(40, 40)
+    assert images.image_key(data, ImageLimits()) != images.image_key(data, ImageLimits(max_input_pixels=100_000))

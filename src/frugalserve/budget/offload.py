@@ -41,6 +41,7 @@ def b64decode(text: str) -> bytes:
     """
     if not text.isascii():
         raise ValueError("non-ASCII character")
+    text = text.rstrip(_WHITESPACE)  # so that the padding is in the last piece
     out: list[bytes] = []
     carry = ""
     for start in range(0, len(text), B64_CHUNK):
