@@ -14,7 +14,7 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -82,13 +82,13 @@ def open_guarded(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
-def open_header(data: bytes) -> Image.Image:
+def open_header(data: bytes | BinaryIO) -> Image.Image:
     """Open an image (one of :data:`INPUT_FORMATS`) reading its header only; every failure is an ImageError.
 
-    Pillow's own decompression-bomb check (about 179 million pixels) still applies.
+    Pillow's own decompression-bomb check still applies (an error above 2 x ``Image.MAX_IMAGE_PIXELS``).
     """
     try:
-        img = Image.open(io.BytesIO(data), formats=_input_formats())
+        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=_input_formats())
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning when it is an error
         raise PillowPixelLimit(f"image has more pixels than Pillow opens ({Image.MAX_IMAGE_PIXELS})") from None
     except UnidentifiedImageError:
