@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-
 from tests import procs
 
 
@@ -41,14 +40,14 @@ def files(tmp_path: Path) -> dict[str, Path]:
     out["junk"].write_bytes(b"not an image")
     Image.new("1", (10_000, 10_000)).save(out["big"])
     Image.new("1", (20_000, 20_000)).save(out["huge"])
-    Image.new("RGB", (300, 200)).save(out["tag"], "TIFF")
+    Image.new("RGB", (300, 200)).save(out["tag"], "TIFF", dpi=(72, 72))
     data = bytearray(out["tag"].read_bytes())
     (ifd,) = struct.unpack_from("<I", data, 4)
     (entries,) = struct.unpack_from("<H", data, ifd)
     for i in range(entries):
         entry = ifd + 2 + 12 * i
-        if struct.unpack_from("<H", data, entry)[0] == 305:  # Software (ASCII): not needed for the size
-            struct.pack_into("<I", data, entry + 4, 1 << 30)
+        if struct.unpack_from("<H", data, entry)[0] == 282:  # XResolution: not needed for the size
+            struct.pack_into("<I", data, entry + 4, 1 << 28)
     out["tag"].write_bytes(bytes(data))
     Image.new("RGB", (8000, 20)).save(out["thin"])
     return out
