@@ -148,13 +148,14 @@ def test_b64decode_in_pieces_equals_the_standard_library(case: tuple[bytes, str]
     data, text = case
     with mock.patch.object(offload, "B64_CHUNK", chunk):
         assert offload.b64decode(text) == data
+        assert offload.b64decode("data:,xyz," + text, 10) == data
 
 
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(max_size=200), chunk=st.sampled_from([3, 6, 9, 48]))
 def test_b64encode_in_pieces_equals_the_standard_library(data: bytes, chunk: int) -> None:
     with mock.patch.object(offload, "B64_ENCODE_CHUNK", chunk):
-        assert offload.b64encode(data) == base64.b64encode(data).decode()
+        assert offload.b64encode(data, "p,") == "p," + base64.b64encode(data).decode()
 
 
 @pytest.mark.parametrize(

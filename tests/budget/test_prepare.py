@@ -165,3 +165,11 @@ async def test_completion_prompts_are_counted_and_capped() -> None:
         await prepare_completion({"prompt": "x " * 50}, LimitsConfig(max_context_tokens=20))
     with pytest.raises(InvalidRequest):
         await prepare_completion({"prompt": {"no": 1}}, LimitsConfig())
+
+
+@pytest.mark.parametrize("at", [0, 5, (1 << 20) - 3, 1 << 20, (1 << 21) + 7])
+async def test_special_tokens_are_found_anywhere_in_a_long_text(fetcher: Fetcher, at: int) -> None:
+    text = "a" * at + "<|vision_start|>" + "b" * 100
+    with pytest.raises(InvalidRequest) as err:
+        await prepare_chat({"messages": [{"role": "user", "content": text}]}, LimitsConfig(), fetcher)
+    assert err.value.param == "messages[0].content" and "<|vision_start|>" in err.value.message

@@ -144,12 +144,12 @@ def _preprocess(data: bytes, limits: ImageLimits) -> ProcessedImage:
     if fits and orientation == 1 and not animated and img.format in _PASSTHROUGH:
         # Decode once anyway: a truncated or corrupt file must fail here, not in the model server.
         _decode_resized(img, ow, oh, orientation)
-        url = f"data:{_PASSTHROUGH[img.format]};base64,{offload.b64encode(data)}"
+        url = offload.b64encode(data, f"data:{_PASSTHROUGH[img.format]};base64,")
         return ProcessedImage(url, ow, oh, ow, oh, before, before, resized=False)
     out = _decode_resized(img, tw if not fits else ow, th if not fits else oh, orientation)
     encoded, mime = _encode(out, limits)
     pads = vision.image_pad_tokens(out.height, out.width)
-    url = f"data:{mime};base64,{offload.b64encode(encoded)}"
+    url = offload.b64encode(encoded, f"data:{mime};base64,")
     return ProcessedImage(url, out.width, out.height, ow, oh, pads, before, resized=not fits)
 
 

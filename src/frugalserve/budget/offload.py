@@ -34,19 +34,20 @@ async def run(size: int, fn: Callable[..., T], *args: object) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
-def b64decode(text: str) -> bytes:
-    """Standard base64 (line breaks and spaces allowed, as ``base64`` tools wrap it), decoded in pieces.
+def b64decode(text: str, start: int = 0) -> bytes:
+    """Standard base64 from ``text[start:]`` (line breaks and spaces allowed, as ``base64`` tools wrap it),
+    decoded in pieces without copying the whole text first.
 
     Raises :class:`ValueError` for any other character, misplaced padding or a truncated last group.
     """
     if not text.isascii():
         raise ValueError("non-ASCII character")
-    text = text.rstrip(_WHITESPACE)  # so that the padding is in the last piece
+    end = max(start, len(text.rstrip(_WHITESPACE)))  # so that the padding is in the last piece
     out: list[bytes] = []
     carry = ""
-    for start in range(0, len(text), B64_CHUNK):
-        piece = carry + text[start : start + B64_CHUNK]
-        last = start + B64_CHUNK >= len(text)
+    for pos in range(start, end, B64_CHUNK):
+        piece = carry + text[pos : min(pos + B64_CHUNK, end)]
+        last = pos + B64_CHUNK >= end
         if any(c in piece for c in _WHITESPACE):  # a fast scan; the copy only when needed
             piece = piece.translate(_DROP_WHITESPACE)
         cut = len(piece) if last else len(piece) - len(piece) % 4
@@ -61,13 +62,12 @@ def b64decode(text: str) -> bytes:
     return b"".join(out)
 
 
-def b64encode(data: bytes) -> str:
-    """Standard base64 of ``data``, encoded in pieces."""
-    parts = [
-        binascii.b2a_base64(data[i : i + B64_ENCODE_CHUNK], newline=False)
-        for i in range(0, len(data), B64_ENCODE_CHUNK)
-    ]
-    return b"".join(parts).decode("ascii")
+def b64encode(data: bytes, prefix: str = "") -> str:
+    """``prefix`` and the standard base64 of ``data``, encoded in pieces and joined once."""
+    parts = [prefix]
+    for i in range(0, len(data), B64_ENCODE_CHUNK):
+        parts.append(binascii.b2a_base64(data[i : i + B64_ENCODE_CHUNK], newline=False).decode("ascii"))
+    return "".join(parts)
 
 
 def estimate(*values: object, limit: int = INLINE_MAX_BYTES) -> int:
