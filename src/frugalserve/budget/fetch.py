@@ -164,7 +164,10 @@ def decode_data_url(url: str, max_bytes: int, what: str = "image") -> bytes:
 
 
 class Fetcher:
-    """Fetches image URLs under one pool's :class:`FetchLimits`. Owns an aiohttp session; close it."""
+    """Fetches image and video URLs under one pool's :class:`FetchLimits`. Owns an aiohttp session; close it.
+
+    ``resolver`` resolves host names (default: the system's); every address it gives is checked.
+    """
 
     def __init__(self, limits: FetchLimits, resolver: HostResolver | None = None) -> None:
         self.limits = limits
@@ -236,12 +239,12 @@ class Fetcher:
     async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
         limit = self.limits.max_bytes
         if resp.content_length is not None and resp.content_length > limit:
-            raise FetchError(f"{what} is larger than {limit} bytes")
+            raise FetchError(f"the {what} is larger than the limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(65536):
             size += len(chunk)
             if size > limit:
-                raise FetchError(f"{what} is larger than {limit} bytes")
+                raise FetchError(f"the {what} is larger than the limit of {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
