@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 
 import pytest
 from PIL import Image
@@ -161,3 +162,12 @@ def test_formats_outside_the_web_set_are_refused_before_decoding(fmt: str) -> No
 def test_cache_key_changes_with_the_pixel_limit() -> None:
     data = _png(40, 40)
     assert images.image_key(data, ImageLimits()) != images.image_key(data, ImageLimits(max_input_pixels=100_000))
+
+
+def test_libvips_does_not_log_every_resize_at_info_level(caplog: pytest.LogCaptureFixture) -> None:
+    if images._vips() is None:
+        pytest.skip("libvips is not installed")
+    caplog.set_level(logging.INFO)
+    out = images.preprocess(_jpeg(1600, 1200), ImageLimits())
+    assert out.resized
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pyvips")] == []
