@@ -199,3 +199,12 @@ def test_bad_data_urls_say_what_is_wrong(url: str, max_bytes: int, message: str)
         decode_data_url(url, max_bytes, "image")
     with pytest.raises(FetchError, match="video"):
         decode_data_url(url, max_bytes, "video")
+
+
+async def test_run_passes_keyword_arguments_inline_and_in_a_thread() -> None:
+    def where(a: int, *, b: int) -> tuple[int, int]:
+        return a + b, threading.get_ident()
+
+    assert await offload.run(0, where, 1, b=2) == (3, threading.get_ident())
+    total, ident = await offload.run(BIG, where, 1, b=2)
+    assert total == 3 and ident != threading.get_ident()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -27,11 +27,11 @@ _WHITESPACE = " \t\r\n"
 _DROP_WHITESPACE = str.maketrans("", "", _WHITESPACE)
 
 
-async def run(size: int, fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` on the loop when ``size`` is small, else in a worker thread."""
+async def run(size: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on the loop when ``size`` is small, else in a worker thread."""
     if size <= INLINE_MAX_BYTES:
-        return fn(*args)
-    return await asyncio.to_thread(fn, *args)
+        return fn(*args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def b64decode(text: str, start: int = 0) -> bytes:
