@@ -90,7 +90,7 @@ def open_header(data: bytes | BinaryIO) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=_input_formats())
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning when it is an error
-        raise PillowPixelLimit(f"image has more pixels than Pillow opens ({Image.MAX_IMAGE_PIXELS})") from None
+        raise PillowPixelLimit("image has more pixels than Pillow opens") from None
     except UnidentifiedImageError:
         raise ImageError(f"not a readable image (unknown format; accepted: {', '.join(_input_formats())})") from None
     except Exception as exc:  # any exception of a plugin reading a malformed header
