@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 
 import pytest
 from PIL import Image
@@ -148,3 +149,25 @@ def test_resize_is_antialiased_like_a_good_filter() -> None:
     out = images.resize(stripes.convert("RGB"), 1024, 768).convert("L")
     lo, hi = out.crop((100, 100, 900, 700)).getextrema()
     assert 90 <= lo and hi <= 165
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "EPS", "ICO"])
+def test_formats_outside_the_web_set_are_refused_before_decoding(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, fmt)
+    with pytest.raises(images.ImageError, match="unknown format; accepted: JPEG, PNG, WEBP, GIF, TIFF, BMP"):
+        images.preprocess(buf.getvalue(), ImageLimits())
+
+
+def test_cache_key_changes_with_the_pixel_limit() -> None:
+    data = _png(40, 40)
+    assert images.image_key(data, ImageLimits()) != images.image_key(data, ImageLimits(max_input_pixels=100_000))
+
+
+def test_libvips_does_not_log_every_resize_at_info_level(caplog: pytest.LogCaptureFixture) -> None:
+    if images._vips() is None:
+        pytest.skip("libvips is not installed")
+    caplog.set_level(logging.INFO)
+    out = images.preprocess(_jpeg(1600, 1200), ImageLimits())
+    assert out.resized
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pyvips")] == []

@@ -156,12 +156,20 @@ async def test_malformed_messages_name_the_parameter(fetcher: Fetcher, messages:
     assert err.value.param == param
 
 
-def test_completion_prompts_are_counted_and_capped() -> None:
-    p = prepare_completion({"prompt": "hello world", "max_tokens": 100}, LimitsConfig(max_new_tokens=10))
+async def test_completion_prompts_are_counted_and_capped() -> None:
+    p = await prepare_completion({"prompt": "hello world", "max_tokens": 100}, LimitsConfig(max_new_tokens=10))
     assert p.prompt_tokens == counting.count_text("hello world") and p.max_tokens == 10
-    assert prepare_completion({"prompt": [1, 2, 3]}, LimitsConfig()).prompt_tokens == 3
-    assert prepare_completion({"prompt": ["a", "b c"]}, LimitsConfig()).prompt_tokens == 1 + 2
+    assert (await prepare_completion({"prompt": [1, 2, 3]}, LimitsConfig())).prompt_tokens == 3
+    assert (await prepare_completion({"prompt": ["a", "b c"]}, LimitsConfig())).prompt_tokens == 1 + 2
     with pytest.raises(ContextLengthExceeded):
-        prepare_completion({"prompt": "x " * 50}, LimitsConfig(max_context_tokens=20))
+        await prepare_completion({"prompt": "x " * 50}, LimitsConfig(max_context_tokens=20))
     with pytest.raises(InvalidRequest):
-        prepare_completion({"prompt": {"no": 1}}, LimitsConfig())
+        await prepare_completion({"prompt": {"no": 1}}, LimitsConfig())
+
+
+@pytest.mark.parametrize("at", [0, 5, (1 << 20) - 3, 1 << 20, (1 << 21) + 7])
+async def test_special_tokens_are_found_anywhere_in_a_long_text(fetcher: Fetcher, at: int) -> None:
+    text = "a" * at + "<|vision_start|>" + "b" * 100
+    with pytest.raises(InvalidRequest) as err:
+        await prepare_chat({"messages": [{"role": "user", "content": text}]}, LimitsConfig(), fetcher)
+    assert err.value.param == "messages[0].content" and "<|vision_start|>" in err.value.message

@@ -3,7 +3,8 @@
 - :mod:`.vision`   Qwen3-VL's image and video token arithmetic (smart_resize, frame sampling), pure.
 - :mod:`.counting` exact prompt token count of a chat or completion request.
 - :mod:`.images`   guarded decode, resize to a token budget, re-encode, and the preprocessing cache.
-- :mod:`.fetch`    guarded http(s) and data: URL fetching.
+- :mod:`.fetch`    guarded http(s) and data: URL fetching; the one data: URL decoder.
+- :mod:`.offload`  large work off the event loop: the size threshold, the thread hop, base64 in pieces.
 - :mod:`.limits`   the per-pool ``limits:`` config section.
 - :mod:`.prepare`  the one entry point the gateway calls: validate, rewrite, count, cap.
 

@@ -1,22 +1,24 @@
 """Guarded image decoding, resizing to a token budget, re-encoding, and the preprocessing cache.
 
-CPU-bound: the gateway runs :func:`preprocess` in a worker thread. Every failure is an :class:`ImageError`
-whose message is safe to show a client.
+CPU-bound: the gateway runs :func:`preprocess` in a worker thread (Pillow and libvips release the GIL while
+they decode and resize; base64 is done in pieces). Every failure is an :class:`ImageError` whose message is
+safe to show a client.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import io
+import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from frugalserve.budget import vision
+from frugalserve.budget import offload, vision
 from frugalserve.budget.limits import ImageLimits
 
 # What the server can decode as it is; anything else is re-encoded.
@@ -26,6 +28,10 @@ _EXIF_ORIENTATION = 0x0112
 
 class ImageError(ValueError):
     """An image that cannot be used; the message is for the client."""
+
+
+class PillowPixelLimit(ImageError):
+    """Pillow's own decompression-bomb limit refused the image before our limit was checked."""
 
 
 @dataclass(frozen=True)
@@ -52,22 +58,56 @@ class ProcessedImage:
         return self.pad_tokens_before - self.pad_tokens
 
 
+# The decoders run on untrusted bytes: the common web formats only (EPS would start Ghostscript, and the
+# rarer decoders are attack surface nobody here needs). MPO (phone JPEGs) opens through JPEG.
+INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
+
+
+@functools.cache
+def _input_formats() -> tuple[str, ...]:
+    """The formats of :data:`INPUT_FORMATS` that this Pillow build can open."""
+    Image.init()
+    return tuple(f for f in INPUT_FORMATS if f in Image.OPEN)
+
+
 def open_guarded(data: bytes, max_pixels: int) -> Image.Image:
     """Open an image and check its pixel count from the header alone, before any pixel is decoded."""
     try:
-        img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        img = open_header(data)
+    except PillowPixelLimit:
         raise ImageError(f"image has more pixels than the limit of {max_pixels}") from None
-    except UnidentifiedImageError:
-        raise ImageError("not a readable image (unknown format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"not a readable image ({exc})") from None
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"image has {w}x{h} pixels, more than the limit of {max_pixels}")
+    return img
+
+
+def open_header(data: bytes | BinaryIO) -> Image.Image:
+    """Open an image (one of :data:`INPUT_FORMATS`) reading its header only; every failure is an ImageError.
+
+    Pillow's own decompression-bomb check still applies (an error above 2 x ``Image.MAX_IMAGE_PIXELS``).
+    """
+    try:
+        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=_input_formats())
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning when it is an error
+        raise PillowPixelLimit("image has more pixels than Pillow opens") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"not a readable image (unknown format; accepted: {', '.join(_input_formats())})") from None
+    except Exception as exc:  # any exception of a plugin reading a malformed header
+        raise ImageError(f"not a readable image ({_reason(exc)})") from None
+    w, h = img.size
     if w < 1 or h < 1:
         raise ImageError("image has no pixels")
     return img
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's exception as a short message for the client (no memory addresses)."""
+    text = _ADDRESS.sub("", str(exc)).strip()[:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>|\s+at 0x[0-9a-fA-F]+")
 
 
 def oriented_size(img: Image.Image) -> tuple[int, int]:
@@ -77,14 +117,24 @@ def oriented_size(img: Image.Image) -> tuple[int, int]:
 
 
 def preprocess(data: bytes, limits: ImageLimits) -> ProcessedImage:
-    """Decode (guarded), fit to the budget, re-encode when needed; the result's size is exact."""
-    img = open_guarded(data, limits.max_input_pixels)
+    """Decode (guarded), fit to the budget, re-encode when needed; the result's size is exact.
+
+    Every failure is an :class:`ImageError`: malformed files make Pillow and libvips raise all kinds of
+    exceptions (struct.error, IndexError, TypeError, ...) while reading frames, transposing or resizing.
+    """
     try:
-        ow, oh = oriented_size(img)
-        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-        animated = getattr(img, "n_frames", 1) > 1
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"corrupt or truncated image ({exc})") from None
+        return _preprocess(data, limits)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"corrupt or unreadable image ({_reason(exc)})") from None
+
+
+def _preprocess(data: bytes, limits: ImageLimits) -> ProcessedImage:
+    img = open_guarded(data, limits.max_input_pixels)
+    ow, oh = oriented_size(img)
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    animated = bool(getattr(img, "is_animated", False))  # n_frames would walk every frame of a GIF
     try:
         before = vision.image_pad_tokens(oh, ow)
         th, tw = vision.budget_size(oh, ow, limits.max_tokens, limits.short_edge)
@@ -94,32 +144,29 @@ def preprocess(data: bytes, limits: ImageLimits) -> ProcessedImage:
     if fits and orientation == 1 and not animated and img.format in _PASSTHROUGH:
         # Decode once anyway: a truncated or corrupt file must fail here, not in the model server.
         _decode_resized(img, ow, oh, orientation)
-        url = f"data:{_PASSTHROUGH[img.format]};base64,{base64.b64encode(data).decode()}"
+        url = offload.b64encode(data, f"data:{_PASSTHROUGH[img.format]};base64,")
         return ProcessedImage(url, ow, oh, ow, oh, before, before, resized=False)
     out = _decode_resized(img, tw if not fits else ow, th if not fits else oh, orientation)
     encoded, mime = _encode(out, limits)
     pads = vision.image_pad_tokens(out.height, out.width)
-    url = f"data:{mime};base64,{base64.b64encode(encoded).decode()}"
+    url = offload.b64encode(encoded, f"data:{mime};base64,")
     return ProcessedImage(url, out.width, out.height, ow, oh, pads, before, resized=not fits)
 
 
 def _decode_resized(img: Image.Image, width: int, height: int, orientation: int) -> Image.Image:
-    try:
-        if img.format == "JPEG":
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers the target: far less work.
-            rotated = orientation in (5, 6, 7, 8)
-            img.draft("RGB", (height, width) if rotated else (width, height))
-        img.seek(0)  # animations: the first frame
-        img.load()
-        if orientation != 1:  # exif_transpose copies the pixels even when there is nothing to do
-            img = ImageOps.exif_transpose(img)
-        if img.mode not in ("RGB", "L"):
-            img = _flatten(img)
-        if img.size != (width, height):
-            img = resize(img, width, height)
-        return img
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"corrupt or truncated image ({exc})") from None
+    if img.format == "JPEG":
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers the target: far less work.
+        rotated = orientation in (5, 6, 7, 8)
+        img.draft("RGB", (height, width) if rotated else (width, height))
+    img.seek(0)  # animations: the first frame
+    img.load()
+    if orientation != 1:  # exif_transpose copies the pixels even when there is nothing to do
+        img = ImageOps.exif_transpose(img)
+    if img.mode not in ("RGB", "L"):
+        img = _flatten(img)
+    if img.size != (width, height):
+        img = resize(img, width, height)
+    return img
 
 
 def resize(img: Image.Image, width: int, height: int) -> Image.Image:
@@ -148,6 +195,11 @@ def _vips() -> Any:
     # Images are resized once each (the gateway has its own cache): libvips' operation cache would only
     # hold their pixels. Each image gets one thread; the gateway resizes several images in parallel.
     pyvips.cache_set_max(0)
+    # libvips reports every resize at info level ("reducev: 7 point mask"); keep its warnings only, unless
+    # the user has set a level for the "pyvips" logger.
+    vips_logger = logging.getLogger("pyvips")
+    if vips_logger.level == logging.NOTSET:
+        vips_logger.setLevel(logging.WARNING)
     pyvips.concurrency_set(1)
     return pyvips
 
@@ -175,7 +227,8 @@ def _encode(img: Image.Image, limits: ImageLimits) -> tuple[bytes, str]:
 def image_key(data: bytes, limits: ImageLimits) -> str:
     """Cache key: the bytes and every setting that changes the result."""
     h = hashlib.blake2b(data, digest_size=20)
-    h.update(repr((limits.max_tokens, limits.short_edge, limits.format, limits.quality)).encode())
+    settings = (limits.max_tokens, limits.short_edge, limits.format, limits.quality, limits.max_input_pixels)
+    h.update(repr(settings).encode())
     return h.hexdigest()
 
 

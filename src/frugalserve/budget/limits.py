@@ -15,7 +15,8 @@ MIN_IMAGE_TOKENS = 64  # the processor's minimum of 65,536 pixels
 
 @dataclass(frozen=True)
 class ImageLimits:
-    # Most pad tokens one image may cost; larger images are resized (64 = the processor's minimum).
+    # Most pad tokens one image may cost; larger images are resized (64 = the processor's minimum; a
+    # budget of 64-69 can be exceeded by up to 6 tokens: no multiple-of-32 size fits most aspect ratios).
     max_tokens: int = 1024
     # Longest allowed short side in pixels (seed 003); null = no limit.
     short_edge: int | None = 768

@@ -4,6 +4,10 @@
 to the pool's budget; exact duplicates dropped; ``max_tokens`` clamped) and returns the exact prompt
 token count with a breakdown. Every problem is an :class:`~frugalserve.errors.InvalidRequest` (or
 :class:`~frugalserve.errors.ContextLengthExceeded`) naming the parameter.
+
+The event loop is never held for long: a request larger than :data:`offload.INLINE_MAX_BYTES` has its
+messages checked and its text counted in a worker thread; data URLs are decoded and image bytes hashed in
+one above that size; images are always decoded in one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from frugalserve.budget import counting, images, videos, vision
+from frugalserve.budget import counting, images, offload, videos, vision
 from frugalserve.budget.fetch import FetchError
 from frugalserve.budget.limits import LimitsConfig
 from frugalserve.errors import ContextLengthExceeded, InvalidRequest
@@ -21,6 +25,7 @@ from frugalserve.records import RequestRecord
 _VISUAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 _IMAGE_TYPES = ("image_url", "image")
 _VIDEO_TYPES = ("video_url", "video")
+_SCAN_WINDOW = 1 << 20  # characters searched per call
 
 
 class ImageSource(Protocol):
@@ -82,7 +87,8 @@ async def prepare_chat(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
-    parts, video_parts = _visual_parts(messages)
+    size = offload.estimate(messages, body.get("tools"))
+    parts, video_parts = await offload.run(size, _visual_parts, messages)
     if limits.image.max_count is not None and len(parts) > limits.image.max_count:
         raise InvalidRequest(
             f"{len(parts)} images in the request; this model accepts at most {limits.image.max_count}",
@@ -111,7 +117,9 @@ async def prepare_chat(
     for content, part in drop:
         content.remove(part)
     try:
-        count = counting.count_chat(messages, pads, video_costs)
+        count = await offload.run(size, counting.count_chat, messages, pads, video_costs)
+    except InvalidRequest:
+        raise
     except Exception as exc:  # a malformed message that the template could not render
         raise InvalidRequest(f"cannot render the messages: {exc}", param="messages") from None
     result.prompt_tokens, result.text_tokens = count.total, count.text
@@ -127,9 +135,17 @@ async def prepare_chat(
     return result
 
 
-def prepare_completion(body: dict[str, Any], limits: LimitsConfig) -> Prepared:
+async def prepare_completion(body: dict[str, Any], limits: LimitsConfig) -> Prepared:
     """Count and cap a /v1/completions body (text or token-id prompts; no images)."""
     prompt = body.get("prompt")
+    total, longest = await offload.run(offload.estimate(prompt), _count_prompts, prompt)
+    result = Prepared(prompt_tokens=total, text_tokens=total)
+    _apply_caps(body, result, limits, "prompt", longest=longest)
+    return result
+
+
+def _count_prompts(prompt: Any) -> tuple[int, int]:
+    """(total, longest) tokens of a completion prompt: a string, a list of strings, token ids or id lists."""
     prompts: list[Any] = prompt if isinstance(prompt, list) and prompt and not _is_ids(prompt) else [prompt]
     total = 0
     longest = 0
@@ -143,9 +159,7 @@ def prepare_completion(body: dict[str, Any], limits: LimitsConfig) -> Prepared:
             raise InvalidRequest("'prompt' must be a string, a list of strings or a list of token ids", param=path)
         total += n
         longest = max(longest, n)
-    result = Prepared(prompt_tokens=total, text_tokens=total)
-    _apply_caps(body, result, limits, "prompt", longest=longest)
-    return result
+    return total, longest
 
 
 def _is_ids(value: list[Any]) -> bool:
@@ -187,9 +201,13 @@ def _visual_parts(
 
 
 def _check_text(text: str, path: str) -> None:
-    for tok in _VISUAL_TOKENS:
-        if tok in text:
-            raise InvalidRequest(f"text must not contain the special token {tok}", param=path)
+    # In windows: one scan of a 15 MB text holds the GIL for 10 ms (this runs in a thread for large texts).
+    overlap = max(len(t) for t in _VISUAL_TOKENS) - 1
+    for start in range(0, max(len(text), 1), _SCAN_WINDOW):
+        end = start + _SCAN_WINDOW + overlap
+        for tok in _VISUAL_TOKENS:
+            if text.find(tok, start, end) >= 0:
+                raise InvalidRequest(f"text must not contain the special token {tok}", param=path)
 
 
 async def _fetch_part(part: dict[str, Any], kind: str, path: str, fetcher: ImageSource) -> bytes:
@@ -213,7 +231,7 @@ async def _process(
     cache: images.PreprocessCache | None,
 ) -> tuple[str, images.ProcessedImage, int]:
     data = await _fetch_part(part, "image", path, fetcher)
-    key = images.image_key(data, limits.image)
+    key = await offload.run(len(data), images.image_key, data, limits.image)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
         return key, hit, 1
