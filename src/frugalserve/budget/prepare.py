@@ -111,7 +111,9 @@ async def prepare_chat(
     for content, part in drop:
         content.remove(part)
     try:
-        count = counting.count_chat(messages, pads, video_costs)
+        count = counting.count_chat(messages, pads, video_costs, tools=body.get("tools"))
+    except InvalidRequest:
+        raise
     except Exception as exc:  # a malformed message that the template could not render
         raise InvalidRequest(f"cannot render the messages: {exc}", param="messages") from None
     result.prompt_tokens, result.text_tokens = count.total, count.text
