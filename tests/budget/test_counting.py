@@ -129,6 +129,21 @@ def test_long_blank_runs_encode_as_the_regex_does_where_it_still_works(blank: st
         assert counting.encode(text) == enc.encode_ordinary(text), (repr(blank), n, before, after)
 
 
+blank_runs = st.builds(
+    lambda chars, n: (chars * n)[:n],
+    st.sampled_from([" ", "\t", "\u3000", "\xa0", " \t", "\u2028 "]),
+    st.one_of(st.integers(1, 40), st.integers(counting.LONG_BLANK_RUN - 3, 3 * counting.LONG_BLANK_RUN)),
+)
+around = st.sampled_from(["", "a", "word", "!", "7", "\n", "\r\n", "x\n", ".\n", "中", " \n "])
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces=st.lists(st.tuples(around, blank_runs), min_size=1, max_size=5), tail=around)
+def test_texts_with_long_blank_runs_anywhere_encode_as_the_regex_does(pieces: list[tuple[str, str]], tail: str) -> None:
+    text = "".join(a + b for a, b in pieces) + tail
+    assert counting.encode(text) == qwen_vocab.encoding().encode_ordinary(text)
+
+
 @pytest.mark.parametrize("blank", [" ", "\t", "\n", "\u3000", "\xa0", "\x0c", "\u2003", "\u205f"])
 def test_uniform_blank_runs_by_blocks_equal_one_piece_encoding(blank: str) -> None:
     enc = qwen_vocab.encoding()

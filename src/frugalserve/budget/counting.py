@@ -21,7 +21,7 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,13 @@ _CONTROL = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError
 
 # Unicode White_Space (what \s means to the pre-tokenizer) less \r and \n: a "blank".
 _BLANK = "\t\x0b\x0c \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_BLANKS = frozenset(c for c in map(chr, range(0x3001)) if re.fullmatch(f"[{_BLANK}]", c))
+_BLANK_RUN = re.compile(f"[{_BLANK}]+")
+_TRAILING_BLANKS = re.compile(f"[{_BLANK}]+\\Z")
 # Blank runs at least this long that no line break follows are encoded without the regex. Far below
 # where the regex fails (~800,000), far above what ordinary text holds.
 LONG_BLANK_RUN = 1024
-_LONG_BLANK_TAIL = re.compile(f"(?<![{_BLANK}])[{_BLANK}]{{{LONG_BLANK_RUN},}}+(?![\r\n])")
+_STRIDE = LONG_BLANK_RUN // 2  # a run this long covers two consecutive multiples of the stride
 # A run of one blank character is byte-pair encoded as whole blocks of this many characters plus the
 # rest (Qwen's longest runs: 128 spaces, 32 newlines, 16 tabs); tested against direct encoding.
 _BLOCK = 512
@@ -148,16 +151,36 @@ def _encode_ordinary(text: str) -> list[int]:
     enc = qwen_vocab.encoding()
     ids: list[int] = []
     start = 0
-    for m in _LONG_BLANK_TAIL.finditer(text):
+    for run_start, run_end in _long_blank_tails(text):
         # The pre-tokenizer makes such a run one piece (its `\s+(?!\S)`), less its last character when
         # text follows: that one goes with what follows (" word", " !") or stands alone. Nothing before
         # the run reaches into it, and nothing after it looks back.
-        end = m.end() if m.end() == len(text) else m.end() - 1
-        ids += enc.encode_ordinary(text[start : m.start()])
-        ids += _encode_blank(text[m.start() : end])
+        end = run_end if run_end == len(text) else run_end - 1
+        ids += enc.encode_ordinary(text[start:run_start])
+        ids += _encode_blank(text[run_start:end])
         start = end
     ids += enc.encode_ordinary(text[start:])
     return ids
+
+
+def _long_blank_tails(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each maximal blank run of at least LONG_BLANK_RUN characters that no line break
+    follows. Only every _STRIDE-th character is looked at until two in a row are blank."""
+    samples = text[::_STRIDE]
+    i, done = 0, 0
+    while i < len(samples) - 1:
+        if samples[i] not in _BLANKS or samples[i + 1] not in _BLANKS:
+            i += 1
+            continue
+        at = i * _STRIDE
+        # The run began after the last sample that was not blank (or after the previous run).
+        before = _TRAILING_BLANKS.search(text, max(done, at - _STRIDE), at + 1)
+        start = before.start() if before is not None else at
+        end = _BLANK_RUN.match(text, at).end()  # type: ignore[union-attr]
+        if end - start >= LONG_BLANK_RUN and (end == len(text) or text[end] not in "\r\n"):
+            yield start, end
+        done = end
+        i = -(-end // _STRIDE)
 
 
 def _encode_blank(run: str) -> list[int]:
@@ -212,9 +235,11 @@ def count_chat(
     """
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, Mapping) for t in tools)):
         raise InvalidRequest("'tools' must be a list of tool objects", param="tools")
-    ids = encode(render_chat(messages, add_generation_prompt, tools))
-    n_images = ids.count(qwen_vocab.IMAGE_PAD)
-    n_videos = ids.count(qwen_vocab.VIDEO_PAD)
+    text = render_chat(messages, add_generation_prompt, tools)
+    ids = encode(text)
+    # Special tokens are split out by exact match, so counting the strings counts the tokens.
+    n_images = text.count("<|image_pad|>")
+    n_videos = text.count("<|video_pad|>")
     if n_images != len(image_pads) or n_videos != len(videos):
         raise InvalidRequest(
             f"the request has {len(image_pads)} image and {len(videos)} video parts but the chat template "
