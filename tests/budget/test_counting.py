@@ -129,6 +129,13 @@ def test_long_blank_runs_encode_as_the_regex_does_where_it_still_works(blank: st
         assert counting.encode(text) == enc.encode_ordinary(text), (repr(blank), n, before, after)
 
 
+def test_the_blank_set_and_the_blank_class_agree() -> None:
+    import re
+
+    in_class = {chr(c) for c in range(0x110000) if re.fullmatch(f"[{counting._BLANK}]", chr(c))}
+    assert in_class == counting._BLANKS and len(in_class) == 23
+
+
 blank_runs = st.builds(
     lambda chars, n: (chars * n)[:n],
     st.sampled_from([" ", "\t", "\u3000", "\xa0", " \t", "\u2028 "]),

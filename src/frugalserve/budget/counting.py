@@ -37,7 +37,7 @@ _CONTROL = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError
 
 # Unicode White_Space (what \s means to the pre-tokenizer) less \r and \n: a "blank".
 _BLANK = "\t\x0b\x0c \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_BLANKS = frozenset(c for c in map(chr, range(0x3001)) if re.fullmatch(f"[{_BLANK}]", c))
+_BLANKS = frozenset("\t\x0b\x0c \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000").union(map(chr, range(0x2000, 0x200B)))
 _BLANK_RUN = re.compile(f"[{_BLANK}]+")
 _TRAILING_BLANKS = re.compile(f"[{_BLANK}]+\\Z")
 # Blank runs at least this long that no line break follows are encoded without the regex. Far below
