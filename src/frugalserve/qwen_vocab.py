@@ -10,14 +10,15 @@ Two consumers share this one definition so that they cannot disagree:
 from __future__ import annotations
 
 import functools
-import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import tiktoken
 
-# Qwen2 / Qwen3's pre-tokenizer split (single digits, unlike GPT-4's 1-3).
+# Qwen2 / Qwen3's pre-tokenizer split (single digits, unlike GPT-4's 1-3): PRETOKENIZE_REGEX of
+# transformers' models/qwen2/tokenization_qwen2.py, the Split regex of Qwen's tokenizer.json. Checked
+# against that source by tests/budget/test_oracle_text.py.
 PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -86,16 +87,6 @@ def encoding() -> tiktoken.Encoding:
         mergeable_ranks=ranks,
         special_tokens=SPECIAL_IDS,
     )
-
-
-def count_text(text: str) -> int:
-    """Tokens of ordinary text (special-token strings inside it count as the special token, as HF does)."""
-    return len(encode(text))
-
-
-def encode(text: str) -> list[int]:
-    # Qwen's tokenizer.json normalises to NFC before splitting.
-    return encoding().encode(unicodedata.normalize("NFC", text), allowed_special="all")
 
 
 def write_tokenizer_json(directory: str | Path) -> Path:

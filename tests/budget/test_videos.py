@@ -112,7 +112,9 @@ async def test_video_count_equals_the_processor_on_the_real_file(
     inputs = {"video_grid_thw": [np.array([groups, rh // 16, rw // 16])], "video_metadata": [meta]}
     placeholder = type(proc).replace_video_token(fake_self, inputs, 0)
     body = _chat({"type": "text", "text": "describe"}, _vid(_data_url(data)))
-    text = proc.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
+    text = proc.apply_chat_template(
+        counting.template_messages(body["messages"]), add_generation_prompt=True, tokenize=False
+    )
     expected = len(proc.tokenizer(text.replace("<|video_pad|>", placeholder))["input_ids"])
     p = await prepare_chat(body, LimitsConfig(), fetcher)
     assert p.prompt_tokens == expected

@@ -215,7 +215,7 @@ class Gateway:
         if kind == "chat":
             prepared = await prepare_chat(data, limits, self.fetchers[pool.name], self.image_cache)
         else:
-            prepared = prepare_completion(data, limits)
+            prepared = await prepare_completion(data, limits)
         prepared.fill(record)
         m = self.metrics
         for kind_name, n in (

@@ -117,7 +117,7 @@ async def prepare_chat(
     for content, part in drop:
         content.remove(part)
     try:
-        count = await offload.run(size, counting.count_chat, messages, pads, video_costs)
+        count = await offload.run(size, counting.count_chat, messages, pads, video_costs, tools=body.get("tools"))
     except InvalidRequest:
         raise
     except Exception as exc:  # a malformed message that the template could not render

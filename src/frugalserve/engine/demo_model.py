@@ -74,7 +74,7 @@ def ensure_demo_model(directory: str | Path | None = None, *, text_only: bool = 
     target = Path(directory) if directory is not None else default_cache_dir()
     if (target / "config.json").exists():
         if is_demo(target):
-            _refresh_tokenizer_config(target)  # a checkpoint written by an older frugalserve
+            _refresh_tokenizer_files(target)  # a checkpoint written by an older frugalserve
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -193,16 +193,20 @@ def _write_tokenizer_files(out: Path) -> None:
     (out / "chat_template.jinja").write_text(chat_template())
 
 
-def _refresh_tokenizer_config(target: Path) -> None:
-    path = target / "tokenizer_config.json"
-    wanted = _tokenizer_config()
+def _refresh_tokenizer_files(target: Path) -> None:
+    """The tokenizer config and chat template the gateway counts with, also in an older checkpoint."""
+    _replace_if_different(target / "tokenizer_config.json", json.dumps(_tokenizer_config(), indent=2))
+    _replace_if_different(target / "chat_template.jinja", chat_template())
+
+
+def _replace_if_different(path: Path, wanted: str) -> None:
     try:
-        if json.loads(path.read_text()) == wanted:
+        if path.read_text() == wanted:
             return
-    except (OSError, ValueError):
+    except OSError:
         pass
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(wanted, indent=2))
+    tmp.write_text(wanted)
     os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frugalserve.budget.counting import template_messages
 from frugalserve.engine.demo_model import DEMO_MARKER
 from frugalserve.engine.detokenize import IncrementalDetokenizer, StopMatcher
 from frugalserve.engine.vision_cache import VisionCache
@@ -153,7 +154,10 @@ class ModelRunner:
         self, messages: list[dict[str, Any]], images: list[Any], tools: list[dict[str, Any]] | None = None
     ) -> Prepared:
         try:
-            text = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+            # the messages as vLLM hands them to a template, as the gateway counts them (budget/counting.py)
+            text = self.tokenizer.apply_chat_template(
+                template_messages(messages), tools=tools, tokenize=False, add_generation_prompt=True
+            )
         except Exception as exc:  # a template error is the request's fault (e.g. a role it refuses)
             raise InvalidRequest(f"the chat template refused the messages: {exc}", param="messages") from None
         if not self.is_vision:
