@@ -181,6 +181,7 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
         assert by_label[label]["max_tokens_requested"] == requested
         assert by_label[label]["max_tokens"] == min(requested, 6)
     assert "max_tokens clamped from 100 to 6" in big["notes"] and big["images_resized"] == 1
+    assert "resized from 1600x1200 to" in big["notes"] and f"({big['image_tokens_saved']} tokens saved)" in big["notes"]
     assert by_label["streamed image"]["images_resized"] == 0 and big["duplicates_dropped"] == 0
 
     failed = rows[bad_id]

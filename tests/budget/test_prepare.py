@@ -54,6 +54,11 @@ async def test_screenshot_is_resized_and_the_count_is_exact(fetcher: Fetcher) ->
     assert p.image_tokens_saved == 2040 - pads
     assert p.images == 1 and p.images_resized == 1
     assert p.usage_details()["image_tokens"] == p.image_tokens
+    # the response header says what changed, with the numbers above
+    assert p.notes == [
+        f"messages[1].content[1].image_url: resized from 1920x1080 to {img.width}x{img.height} "
+        f"({2040 - pads} tokens saved)"
+    ]
 
 
 async def test_exact_duplicate_images_are_dropped(fetcher: Fetcher) -> None:
@@ -63,6 +68,9 @@ async def test_exact_duplicate_images_are_dropped(fetcher: Fetcher) -> None:
     assert len(body["messages"][1]["content"]) == 2
     assert p.images == 1 and p.duplicates_dropped == 1
     assert p.image_tokens_saved == vision.image_tokens(480, 640)
+    assert p.notes == [
+        "messages[1].content[2].image_url: duplicate of messages[1].content[0].image_url dropped (302 tokens saved)"
+    ]
 
 
 async def test_preprocessing_cache_is_used_for_the_same_bytes(fetcher: Fetcher) -> None:

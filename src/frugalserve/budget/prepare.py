@@ -97,23 +97,29 @@ async def prepare_chat(
     processed = await asyncio.gather(*(_process(p, path, limits, fetcher, cache) for p, path, _ in parts))
     video_costs = await asyncio.gather(*(_probe_video(p, path, limits, fetcher) for p, path in video_parts))
     result = Prepared(prompt_tokens=0, text_tokens=0, videos=len(video_parts))
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}  # image key -> the part that kept it
     pads: list[int] = []
     drop: list[tuple[list[Any], dict[str, Any]]] = []
-    for (part, _, content), (key, item, hit) in zip(parts, processed, strict=True):
+    for (part, path, content), (key, item, hit) in zip(parts, processed, strict=True):
         result.cache_hits += hit
         if limits.image.drop_duplicates and key in seen:
             drop.append((content, part))
             result.duplicates_dropped += 1
             result.image_tokens_saved += item.tokens_before
+            result.notes.append(f"{path}: duplicate of {seen[key]} dropped ({item.tokens_before} tokens saved)")
             continue
-        seen[key] = 1
+        seen[key] = path
         part.clear()
         part.update({"type": "image_url", "image_url": {"url": item.data_url}})
         pads.append(item.pad_tokens)
         result.images += 1
         result.images_resized += item.resized
         result.image_tokens_saved += item.tokens_saved
+        if item.resized:
+            result.notes.append(
+                f"{path}: resized from {item.original_width}x{item.original_height} to {item.width}x{item.height} "
+                f"({item.tokens_saved} tokens saved)"
+            )
     for content, part in drop:
         content.remove(part)
     try:
