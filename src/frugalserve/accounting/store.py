@@ -8,7 +8,6 @@ Times are stored as float seconds since the epoch: cheap to compare, the same on
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -130,7 +129,6 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin and context lines mean nothing to users
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
