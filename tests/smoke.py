@@ -132,13 +132,18 @@ def main(run_venv: Path) -> int:
                 timeout=60,
             )
             _check(report.returncode == 0, "frugalserve report runs")
-            rows = json.loads(report.stdout)
+            everything = json.loads(report.stdout)
+            rows = [r for r in everything if r["group"] != "TOTAL"]
             stored = sum(r.get("prompt_image_tokens") or 0 for r in rows)
             requests = sum(r.get("requests") or 0 for r in rows)
             if requests >= 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         _check(requests == 3 and stored == total_image, f"report: {requests} requests, {stored} image tokens")
+        (total,) = [r for r in everything if r["group"] == "TOTAL"]
+        _check(
+            (total["usd_billed"] or 0) > 0, f"report shows dollars at the demo's example price: {total['usd_billed']}"
+        )
     finally:
         if gateway.poll() is None:
             gateway.send_signal(signal.SIGTERM)
