@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from frugalserve.api import validate
 from frugalserve.budget import counting, vision
 from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.images import PreprocessCache
@@ -148,20 +149,32 @@ async def test_missing_max_tokens_gets_the_cap(fetcher: Fetcher) -> None:
         (["x"], "messages[0]"),
         ([{"role": "user", "content": 3}], "messages[0].content"),
         ([{"role": "user", "content": [{"type": "audio"}]}], "messages[0].content[0].type"),
+        ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], "messages[0].content[0].type"),
+        ([{"role": "user", "content": [{"type": "image", "image": "x"}]}], "messages[0].content[0].type"),
         (
             [{"role": "user", "content": [{"type": "text", "text": "<|image_pad|>"}]}],
             "messages[0].content[0].text",
         ),
         (
             [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
-            "messages[0].content[0].image_url",
+            "messages[0].content[0].image_url.url",
         ),
     ],
 )
 async def test_malformed_messages_name_the_parameter(fetcher: Fetcher, messages: Any, param: str) -> None:
+    """As the gateway runs them: the shapes checked once (api/validate.py, with the parts a counted pool
+    takes), then the budget stage."""
+    body = {"model": "m", "messages": messages}
     with pytest.raises(InvalidRequest) as err:
-        await prepare_chat({"messages": messages}, LimitsConfig(), fetcher)
+        validate.chat(body)
+        validate.messages(body, validate.COUNTED_PARTS)
+        await prepare_chat(body, LimitsConfig(), fetcher)
     assert err.value.param == param
+
+
+def test_a_pool_that_counts_nothing_takes_every_openai_part() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}
+    validate.messages(body, validate.ALL_PARTS)
 
 
 async def test_completion_prompts_are_counted_and_capped() -> None:

@@ -190,6 +190,9 @@ class Gateway:
         record.pool = pool.name
         self.recorder.admitted(record)
         self.accounting.admit(key, record)
+        if kind == "chat":
+            counted = pool.config.tokenizer != "none"
+            validate.messages(data, validate.COUNTED_PARTS if counted else validate.ALL_PARTS)
         record.stream = stream = bool(data.get("stream"))
         client_wants_usage = False
         if stream:

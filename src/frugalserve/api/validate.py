@@ -14,7 +14,10 @@ import orjson
 from frugalserve.errors import InvalidRequest
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_PART_TYPES = frozenset({"text", "image_url", "input_audio", "video_url", "file", "refusal"})
+# Content parts a pool passes through untouched (tokenizer: none) may be anything OpenAI defines; a pool whose
+# prompts the budget stage counts (Qwen3-VL) takes the parts that model understands.
+ALL_PARTS = frozenset({"text", "image_url", "input_audio", "video_url", "file", "refusal"})
+COUNTED_PARTS = frozenset({"text", "image_url", "video_url"})
 # Generous upper bounds: far past anything a model serves, small enough to refuse absurd numbers.
 MAX_TOKENS_LIMIT = 10_000_000
 # JSON nesting: the body is re-encoded before it is forwarded, and orjson encodes at most 254 levels; OpenAI's
@@ -129,7 +132,7 @@ def _common(data: dict[str, Any]) -> str:
     return model
 
 
-def _content(content: Any, param: str, role: str) -> None:
+def _content(content: Any, param: str, role: str, parts: frozenset[str]) -> None:
     if content is None:
         if role in ("assistant", "function"):
             return
@@ -143,9 +146,9 @@ def _content(content: Any, param: str, role: str) -> None:
         if not isinstance(part, dict):
             raise _type_error(p, "an object", part)
         kind = part.get("type")
-        if not isinstance(kind, str) or kind not in _PART_TYPES:
+        if not isinstance(kind, str) or kind not in parts:
             raise InvalidRequest(
-                f"Invalid value for '{p}.type': {_show(kind)}. Supported: {', '.join(sorted(_PART_TYPES))}.",
+                f"Invalid value for '{p}.type': {_show(kind)}. Supported: {', '.join(sorted(parts))}.",
                 param=f"{p}.type",
                 code="invalid_value",
             )
@@ -160,7 +163,7 @@ def _content(content: Any, param: str, role: str) -> None:
 
 
 def chat(data: dict[str, Any]) -> str:
-    """Validate a chat completion request; return its model name."""
+    """Validate a chat completion request's parameters; return its model name (the messages come next)."""
     model = _common(data)
     messages = data.get("messages")
     if messages is None:
@@ -171,7 +174,13 @@ def chat(data: dict[str, Any]) -> str:
         raise _type_error("messages", "an array", messages)
     if not messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages", code="invalid_value")
-    for i, msg in enumerate(messages):
+    return model
+
+
+def messages(data: dict[str, Any], parts: frozenset[str]) -> None:
+    """Validate the shape of every message, with the content parts the chosen pool takes (ALL_PARTS or
+    COUNTED_PARTS). The one place message shapes are checked: the budget stage relies on it."""
+    for i, msg in enumerate(data["messages"]):
         param = f"messages[{i}]"
         if not isinstance(msg, dict):
             raise _type_error(param, "an object", msg)
@@ -188,8 +197,7 @@ def chat(data: dict[str, Any]) -> str:
                 param=f"{param}.content",
                 code="missing_required_parameter",
             )
-        _content(msg.get("content"), f"{param}.content", role)
-    return model
+        _content(msg.get("content"), f"{param}.content", role, parts)
 
 
 def completion(data: dict[str, Any]) -> str:
