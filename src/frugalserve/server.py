@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from frugalserve.accounting.service import warn_if_open
 from frugalserve.config import Config
 from frugalserve.listener import ListenerLimits, protocol_class
 
@@ -166,6 +167,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     log.info(
         "frugalserve gateway on http://%s:%d (config: %s)", listen_host, port or config.gateway.port, config.source
     )
+    warn_if_open(config, listen_host)
     for pool in config.pools:
         where = pool.backend.url or f"managed: {pool.backend.command}"
         aliases = f" (aliases {', '.join(pool.aliases)})" if pool.aliases else ""

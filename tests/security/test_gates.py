@@ -144,3 +144,29 @@ def test_every_response_has_a_request_id_and_errors_are_openai_json(
         assert set(err) == {"message", "type", "param", "code"}
         if status in (404, 405):
             assert err["type"] == "invalid_request_error"
+
+
+def test_a_gateway_listening_beyond_loopback_without_auth_says_so_loudly(tmp_path: Path) -> None:
+    """`frugalserve up` on every interface with auth off (the warning used to be defined but never called).
+    Only 127.0.0.1 is sent traffic; the process is stopped as soon as it is up."""
+    port = procs.free_port()
+    config = tmp_path / "open.yaml"
+    config.write_text(
+        "gateway: {host: 0.0.0.0}\npools:\n  - {name: p, model: m, backend: {url: 'http://127.0.0.1:9'}}\n"
+    )
+    log = tmp_path / "open.log"
+    proc = procs.spawn([sys.executable, "-m", "frugalserve", "up", "--config", str(config), "--port", str(port)], log)
+    try:
+        procs.wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    finally:
+        procs.stop(proc)
+    assert "AUTH IS OFF" in log.read_text()
+    loopback = tmp_path / "loopback.yaml"
+    loopback.write_text(config.read_text().replace("0.0.0.0", "127.0.0.1"))
+    with procs.gateway(tmp_path, loopback.read_text()) as (_, gateway):
+        pass
+    assert "AUTH IS OFF" not in (tmp_path / f"gateway-{_port_of(gateway)}.log").read_text()
+
+
+def _port_of(proc: subprocess.Popen[bytes]) -> str:
+    return str(proc.args[proc.args.index("--port") + 1])  # type: ignore[union-attr]
