@@ -7,11 +7,13 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -114,3 +116,34 @@ def gateway(
         yield f"http://127.0.0.1:{port}", proc
     finally:
         stop(proc)
+
+
+def stored_record(db: Path, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The usage record a gateway wrote to the SQLite file ``db``, polled until it is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                conn.row_factory = sqlite3.Row
+                try:
+                    row = conn.execute("SELECT * FROM usage_records WHERE request_id = ?", (request_id,)).fetchone()
+                except sqlite3.OperationalError:  # the table is being created
+                    row = None
+            if row is not None:
+                return dict(row)
+        time.sleep(0.05)
+    raise AssertionError(f"no record for {request_id}")
+
+
+def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``frugalserve ARGS`` as a user would (a subprocess of this checkout); its stdout, or fail."""
+    out = subprocess.run(
+        [sys.executable, "-m", "frugalserve", *args],
+        cwd=cwd,
+        env=spawn_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,18 +30,8 @@ def config_yaml(upstream: str, db_url: str, auth: bool) -> str:
 
 
 def cli(tmp: Path, db_url: str, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "frugalserve", *args, "--database", db_url]
-        if args[0] == "report"
-        else [sys.executable, "-m", "frugalserve", args[0], "--database", db_url, *args[1:]],
-        cwd=tmp,
-        env=procs.spawn_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    """``frugalserve ARGS --database DB`` (options after the action, as a user types them)."""
+    return procs.cli(tmp, *args, "--database", db_url)
 
 
 def post(url: str, secret: str | None = None, **fake: object) -> httpx.Response:

@@ -37,19 +37,6 @@ def _png(width: int, height: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _cli(tmp: Path, db: str, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "frugalserve", *args],
-        cwd=tmp,
-        env=procs.spawn_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 def _rows(db: str, n: int) -> list[dict[str, Any]]:
     engine = store.create_engine(db)
     try:
@@ -68,7 +55,7 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
     model_dir = tmp_path / "demo-model"
     subprocess.run([sys.executable, "-m", "frugalserve", "demo-model", str(model_dir)], check=True, timeout=180)
     db = f"sqlite:///{tmp_path / 'usage.db'}"
-    key = json.loads(_cli(tmp_path, "", "keys", "--database", db, "create", "--name", "team-a", "--json"))
+    key = json.loads(procs.cli(tmp_path, "keys", "create", "--database", db, "--name", "team-a", "--json"))
     command = f"{shlex.quote(sys.executable)} -m frugalserve engine --model {model_dir} --served-model-name {{model}} --port {{port}}"
     config = (
         f"gateway: {{database: '{db}'}}\nauth: {{enabled: true}}\n"
@@ -190,7 +177,7 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
     assert checked == {c.name for c in store.usage_records.columns}, "a column is not checked against the client"
 
     (config_file,) = tmp_path.glob("gateway-*.yaml")
-    report = json.loads(_cli(tmp_path, db, "report", "--config", str(config_file), "--by", "key", "--format", "json"))
+    report = json.loads(procs.cli(tmp_path, "report", "--config", str(config_file), "--by", "key", "--format", "json"))
     (team,) = [r for r in report if r["group"] == "team-a"]
     ok_rows = [rows[rid] for rid in seen]
     assert team["requests"] == 4

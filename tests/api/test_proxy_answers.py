@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,19 +32,7 @@ class Stack:
 
     def record(self, request_id: str, timeout: float = 10) -> dict[str, Any]:
         """The usage record the gateway wrote, polled until it is there."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.db.exists():
-                with sqlite3.connect(self.db) as conn:
-                    conn.row_factory = sqlite3.Row
-                    try:
-                        row = conn.execute("SELECT * FROM usage_records WHERE request_id = ?", (request_id,)).fetchone()
-                    except sqlite3.OperationalError:  # the table is being created
-                        row = None
-                if row is not None:
-                    return dict(row)
-            time.sleep(0.05)
-        raise AssertionError(f"no record for {request_id}")
+        return procs.stored_record(self.db, request_id, timeout)
 
     def logged(self, request_id: str, timeout: float = 5) -> str:
         """The gateway's log lines about one request, polled until there is one."""

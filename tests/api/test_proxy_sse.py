@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,23 +145,6 @@ def client(gw: str, timeout: float = 10) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0, timeout=timeout)
 
 
-def stored(db: Path, request_id: str, timeout: float = 10) -> dict[str, Any]:
-    """The usage record the gateway wrote, polled until it is there."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db.exists():
-            with sqlite3.connect(db) as conn:
-                conn.row_factory = sqlite3.Row
-                try:
-                    row = conn.execute("SELECT * FROM usage_records WHERE request_id = ?", (request_id,)).fetchone()
-                except sqlite3.OperationalError:  # the table is being created
-                    row = None
-            if row is not None:
-                return dict(row)
-        time.sleep(0.05)
-    raise AssertionError(f"no record for {request_id}")
-
-
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
 
@@ -205,7 +187,7 @@ def test_usage_is_captured_and_the_usage_only_chunk_dropped_for_any_line_end(
         "gpu",
     ]
     assert all(c.choices for c in chunks), "the usage-only chunk the client did not ask for is dropped"
-    row = stored(db, rid)
+    row = procs.stored_record(db, rid)
     assert row["completion_tokens"] == 4 and row["prompt_tokens"] and row["usage_note"] is None
 
     asked = list(
@@ -250,7 +232,7 @@ def test_an_endless_event_is_cut_off_with_an_error_event_and_memory_stays_bounde
     while time.monotonic() < deadline and httpx.get(up + "/stats").json()["cancelled"] == cancelled:
         time.sleep(0.05)
     assert httpx.get(up + "/stats").json()["cancelled"] == cancelled + 1, "the upstream connection was closed"
-    row = stored(db, rid)
+    row = procs.stored_record(db, rid)
     assert row["error_code"] == "upstream_unavailable" and row["prompt_tokens"] is None
     assert row["usage_note"] == "the stream ended before the backend reported usage"
 

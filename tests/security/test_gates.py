@@ -27,19 +27,6 @@ ADMIN_KEY = "admin-secret-for-tests"
 METRICS_TOKEN = "scrape-secret"
 
 
-def _cli(tmp: Path, db: str, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "frugalserve", args[0], "--database", db, *args[1:]],
-        cwd=tmp,
-        env=procs.spawn_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 def _config(upstream: str, db: str) -> str:
     return (
         f"gateway:\n  database: '{db}'\n  metrics_token: {METRICS_TOKEN}\n"
@@ -55,7 +42,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str
     """(gateway url, a user key for m-small only, the config text)."""
     tmp = tmp_path_factory.mktemp("gates")
     db = f"sqlite:///{tmp / 'gates.db'}"
-    user = json.loads(_cli(tmp, db, "keys", "create", "--name", "user", "--models", "m-small", "--json"))["secret"]
+    user = json.loads(
+        procs.cli(tmp, "keys", "create", "--database", db, "--name", "user", "--models", "m-small", "--json")
+    )["secret"]
     with procs.fake_upstream(tmp) as up:
         text = _config(up, db)
         with procs.gateway(tmp, text, env={"FRUGALSERVE_ADMIN_KEY": ADMIN_KEY}) as (url, _):
