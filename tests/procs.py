@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 
 TESTS = Path(__file__).parent
 FAKE_UPSTREAM = TESTS / "fake_upstream.py"
@@ -147,3 +148,10 @@ def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def openai_client(base_url: str, api_key: str = "unused", **kwargs: Any) -> openai.OpenAI:
+    """The official client, as tests use it: no retries, and no idle connections kept open after each answer,
+    so a client a test does not close leaks no socket (ResourceWarning is an error in tests)."""
+    http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=kwargs.pop("timeout", 60))
+    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, http_client=http, **kwargs)

@@ -67,7 +67,7 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
     )
     seen: dict[str, dict[str, Any]] = {}  # request id -> what the client saw
     with procs.gateway(tmp_path, config) as (url, _):
-        client = openai.OpenAI(base_url=url + "/v1", api_key=key["secret"], max_retries=0, timeout=180)
+        client = procs.openai_client(url + "/v1", key["secret"], timeout=180)
 
         def chat(label: str, content: Any, max_tokens: int, stream: bool = False) -> None:
             messages = [{"role": "user", "content": content}]

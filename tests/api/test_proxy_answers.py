@@ -28,7 +28,7 @@ class Stack:
         self.gw, self.up, self.dead, self.db, self.log = gw, up, dead, db, log
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.gw + "/v1", api_key="unused", max_retries=0, timeout=20)
+        return procs.openai_client(self.gw + "/v1", "unused", timeout=20)
 
     def record(self, request_id: str, timeout: float = 10) -> dict[str, Any]:
         """The usage record the gateway wrote, polled until it is there."""
@@ -178,16 +178,32 @@ def test_backend_failures_name_the_pool_and_never_the_address_or_the_page(
     assert (stack.dead if model == "gone" else stack.up) in logged, "the address goes to the log"
 
 
+def _upstream_errors(stack: Stack) -> float:
+    text = httpx.get(stack.gw + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("frugalserve_upstream_errors_total{")
+    )
+
+
 @pytest.mark.integration
 def test_a_4xx_the_backend_explains_in_openais_shape_passes_through(stack: Stack) -> None:
+    before = _upstream_errors(stack)
     with pytest.raises(openai.UnprocessableEntityError) as err:
-        stack.client().chat.completions.create(model="m", messages=MESSAGES, extra_body={"x_fake": {"status": 422}})
+        stack.client().chat.completions.with_raw_response.create(
+            model="m", messages=MESSAGES, extra_body={"x_fake": {"status": 422}}, extra_headers={"x-request-id": "c4xx"}
+        )
     assert err.value.body == {
         "message": "fake error 422",
         "type": "invalid_request_error",
         "param": "x_fake",
         "code": "fake",
     }
+    # the client's mistake, explained by the backend: not counted as a backend failure, not a warning
+    assert _upstream_errors(stack) == before
+    line = stack.logged("c4xx")
+    assert " INFO " in line and "b'" not in line and "fake error 422" in line
 
 
 def test_backend_messages_with_markup_are_not_shown() -> None:
@@ -204,7 +220,7 @@ def test_a_backend_dying_mid_stream_is_an_in_band_error_naming_the_pool(tmp_path
     with procs.fake_upstream(tmp_path) as up:
         config = f"pools:\n  - {{name: p, model: m, backend: {{url: '{up}'}}}}\n"
         with procs.gateway(tmp_path, config) as (gw, _):
-            client = openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0, timeout=20)
+            client = procs.openai_client(gw + "/v1", "unused", timeout=20)
             stream = client.chat.completions.create(
                 model="m",
                 messages=MESSAGES,

@@ -142,7 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
 
 
 def client(gw: str, timeout: float = 10) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0, timeout=timeout)
+    return procs.openai_client(gw + "/v1", "unused", timeout=timeout)
 
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]

@@ -31,7 +31,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _client(gw: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0)
+    return procs.openai_client(gw + "/v1", "unused")
 
 
 def _pillow_frame_error(data: bytes) -> Exception | None:

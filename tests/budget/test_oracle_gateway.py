@@ -64,7 +64,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _client(gw: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return procs.openai_client(gw + "/v1", "unused", timeout=120)
 
 
 def _oracle_count(hf: Any, messages: list[dict[str, Any]], tools: Any = None) -> int:

@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 
 def _client(gw: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0)
+    return procs.openai_client(gw + "/v1", "unused")
 
 
 def _tiny_png() -> str:

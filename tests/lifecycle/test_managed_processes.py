@@ -98,9 +98,14 @@ async def test_burst_of_50_against_cold_pool_all_succeed_with_one_start(tmp_path
 
 
 async def test_streaming_request_for_cold_pool_gets_keepalives_then_the_stream(tmp_path: Path, gateway_for) -> None:  # type: ignore[no-untyped-def]
-    async with gateway_for(pool_yaml("a", tmp_path, start_delay=0.6, keepalive_s=0.2)) as (client, _):
-        r = await client.post("/v1/chat/completions", json={**CHAT, "model": "m-a", "stream": True})
+    pool = pool_yaml("a", tmp_path, start_delay=0.6, keepalive_s=0.2) + "    limits: {max_new_tokens: 2}\n"
+    async with gateway_for(pool) as (client, _):
+        body = {**CHAT, "model": "m-a", "stream": True, "max_tokens": 5}
+        r = await client.post("/v1/chat/completions", json=body, headers={"x-request-id": "held-1"})
         assert r.status_code == 200 and r.headers["x-frugalserve-cold-start"] == "waiting"
+        # a held stream's headers say what the gateway changed, as a warm one's do
+        assert r.headers["x-frugalserve-notes"] == "max_tokens clamped from 5 to 2"
+        assert r.headers["x-frugalserve-pool"] == "a" and r.headers["x-request-id"] == "held-1"
         assert r.text.count(": waiting for a replica") >= 2
         assert ": x-frugalserve-cold-start-ms:" in r.text and r.text.endswith("data: [DONE]\n\n")
 

@@ -86,11 +86,16 @@ def test_every_admin_route_needs_the_admin_key(gw: tuple[str, str, str]) -> None
 
 def test_models_need_a_key_and_list_only_what_it_may_use(gw: tuple[str, str, str]) -> None:
     url, user, _ = gw
-    anonymous = openai.OpenAI(base_url=url + "/v1", api_key="not-a-key", max_retries=0)
+    anonymous = procs.openai_client(url + "/v1", "not-a-key")
     with pytest.raises(openai.AuthenticationError):
         anonymous.models.list()
-    client = openai.OpenAI(base_url=url + "/v1", api_key=user, max_retries=0)
+    client = procs.openai_client(url + "/v1", user)
     assert [m.id for m in client.models.list()] == ["m-small"]
+    assert client.models.retrieve("m-small").id == "m-small"
+    with pytest.raises(openai.NotFoundError):  # a model the key may not use does not exist for it
+        client.models.retrieve("m-big")
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.retrieve("m-small")
 
 
 def test_unknown_model_without_a_key_is_401_and_names_no_model(gw: tuple[str, str, str]) -> None:

@@ -50,7 +50,7 @@ def _error(r: httpx.Response, status: int = 400) -> dict[str, object]:
 def test_unhashable_roles_and_part_types_are_400_naming_the_parameter(
     gw: str, message: dict[str, object], param: str
 ) -> None:
-    client = openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0)
+    client = procs.openai_client(gw + "/v1", "unused")
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="m", messages=[message])  # type: ignore[list-item]
     assert caught.value.param == param
@@ -84,6 +84,6 @@ def test_gateway_serves_normally_after_hostile_input(gw: str) -> None:
         b'{"model":' + b"9" * 5000 + b"}",
     ):
         assert 400 <= _post_raw(gw, body).status_code < 500
-    client = openai.OpenAI(base_url=gw + "/v1", api_key="unused", max_retries=0)
+    client = procs.openai_client(gw + "/v1", "unused")
     out = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert out.usage is not None and out.usage.completion_tokens == 2

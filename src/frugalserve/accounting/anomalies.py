@@ -1,4 +1,4 @@
-"""Token-count outliers per key and pool (seed 003's "who sent the 40k-token screenshot"), by median/MAD.
+"""Token-count outliers per key and pool ("who sent the 40k-token screenshot"), by median/MAD.
 
 A request is an anomaly when its total tokens sit more than ``threshold`` robust standard deviations
 (1.4826 x MAD) from the median of the last ``history`` requests of the same key and pool. Median and MAD

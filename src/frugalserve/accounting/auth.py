@@ -219,4 +219,6 @@ class Gate:
         if self.admin_key is None:
             raise AuthenticationFailed(f"Admin routes are closed: set ${self.admin_key_env} to an admin key.")
         if not bearer_matches(authorization, self.admin_key):
-            raise AuthenticationFailed("An admin key is required for this route.")
+            raise AuthenticationFailed(
+                "An admin key is required for this route.", code=None if authorization else "missing_api_key"
+            )

@@ -3,8 +3,9 @@
 Request path of an OpenAI call (each stage raises an :class:`~frugalserve.errors.APIError`, which
 becomes OpenAI's error JSON in :mod:`frugalserve.api.boundary`, the one place errors are mapped):
 
-    admit:    read body (size limit) → parse JSON → validate shape → authenticate → find the pool
-              → authorize (budget, rate) → prepare (count exactly, resize images, cap)   → a Call
+    admit:    authenticate → read body (size limit) → parse JSON → validate parameters → find the pool
+              → authorize (model, budget, rate) → validate messages for that pool
+              → prepare (count exactly, resize images, cap)                               → a Call
     dispatch: hold while cold (api/holding.py) → lease a ready replica
     forward:  send upstream (api/proxy.py) → respond, streaming or whole
     record:   api/recording.py finishes the record once, whatever happened, and hands it to accounting
@@ -49,7 +50,7 @@ from frugalserve.budget.images import PreprocessCache
 from frugalserve.budget.prepare import Prepared, prepare_chat, prepare_completion
 from frugalserve.clock import Clock, SystemClock
 from frugalserve.config import Config
-from frugalserve.errors import APIError, AuthenticationFailed, PayloadTooLarge, UpstreamError, UpstreamTimeout
+from frugalserve.errors import APIError, AuthenticationFailed, NotFound, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from frugalserve.events import EventSink, FanoutEvents, RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import build_managed_pools
@@ -182,10 +183,10 @@ class Gateway:
 
     async def _admit(self, request: Request, kind: str, path: str, record: RequestRecord) -> Call:
         """Read and check the body, authenticate, find the pool, count and cap the prompt."""
+        # Who is asking comes first: without a valid key, a caller learns nothing (not even which models exist).
+        key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
         data = validate.parse_json(await self._read_body(request))
         record.model = validate.chat(data) if kind == "chat" else validate.completion(data)
-        # Who is asking comes first: without a valid key, not even the model's existence is revealed.
-        key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
         pool = self.pools.resolve(record.model)
         record.pool = pool.name
         self.recorder.admitted(record)
@@ -206,8 +207,7 @@ class Gateway:
     async def _dispatch(self, call: Call) -> ASGIApp:
         """Hold while the pool is cold (streams get their headers and keep-alives at once), then forward."""
         if call.stream and not call.pool.is_ready():
-            headers = {POOL_HEADER: call.pool.name, REQUEST_ID_HEADER: call.record.request_id}
-            return HeldStreamResponse(call, self._forward, self.recorder, self.clock, headers)
+            return HeldStreamResponse(call, self._forward, self.recorder, self.clock, _answer_headers(call))
         return await self._forward(call, await call.pool.acquire())
 
     async def _prepare(self, pool: Pool, kind: str, data: dict[str, Any], record: RequestRecord) -> Prepared | None:
@@ -263,9 +263,7 @@ class Gateway:
 
     async def _respond(self, call: Call, lease: Lease, upstream: UpstreamResponse) -> ASGIApp:
         record, pool, prepared = call.record, call.pool, call.prepared
-        out_headers = {POOL_HEADER: pool.name, REQUEST_ID_HEADER: record.request_id}
-        if prepared is not None and prepared.notes:
-            out_headers[NOTES_HEADER] = "; ".join(prepared.notes)
+        out_headers = _answer_headers(call)
         details = prepared.usage_details() if prepared is not None else None
         if lease.waited_s:
             out_headers["x-frugalserve-cold-start-ms"] = str(round(lease.waited_s * 1000))
@@ -275,7 +273,9 @@ class Gateway:
                     call.request.receive, upstream, pool.name, record.request_id, MAX_UPSTREAM_BODY, details
                 )
             except APIError as exc:
-                self.metrics.upstream_errors.labels(pool.name, failure_kind(exc, upstream.status)).inc()
+                kind = failure_kind(exc, upstream.status)
+                if kind is not None:
+                    self.metrics.upstream_errors.labels(pool.name, kind).inc()
                 raise
             finally:
                 lease.release()
@@ -296,25 +296,26 @@ class Gateway:
 
     # -- plain endpoints ---------------------------------------------------------------------------
 
-    async def models(self, request: Request) -> Response:
+    async def _models_for(self, request: Request) -> list[dict[str, Any]]:
         """The models this caller may use (with auth on, a key is needed, as on OpenAI's API)."""
         key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
-        created = 0
-        data = []
-        for pool in self.pools:
-            for name in (pool.config.model, *pool.config.aliases):
-                if key is not None and not key.allows(name):
-                    continue
-                data.append(
-                    {
-                        "id": name,
-                        "object": "model",
-                        "created": created,
-                        "owned_by": "frugalserve",
-                        "pool": pool.name,
-                    }
-                )
+        return [
+            {"id": name, "object": "model", "created": 0, "owned_by": "frugalserve", "pool": pool.name}
+            for pool in self.pools
+            for name in (pool.config.model, *pool.config.aliases)
+            if key is None or key.allows(name)
+        ]
+
+    async def models(self, request: Request) -> Response:
+        data = await self._models_for(request)
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        for entry in await self._models_for(request):
+            if entry["id"] == name:
+                return Response(orjson.dumps(entry), media_type="application/json")
+        raise NotFound(f"The model {name!r} does not exist.", param="model", code="model_not_found")
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "pools": [p.name for p in self.pools], "pid": os.getpid()})
@@ -330,12 +331,23 @@ class Gateway:
     async def metrics_endpoint(self, request: Request) -> Response:
         token = self.config.gateway.metrics_token
         if token is not None and not bearer_matches(request.headers.get("authorization"), token):
-            raise AuthenticationFailed("/metrics needs 'Authorization: Bearer <gateway.metrics_token>'.")
+            raise AuthenticationFailed(
+                "/metrics needs 'Authorization: Bearer <gateway.metrics_token>'.",
+                code=None if request.headers.get("authorization") else "missing_api_key",
+            )
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def admin_usage(self, request: Request) -> Response:
         body = await self.accounting.usage_report(request.query_params)
         return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _answer_headers(call: Call) -> dict[str, str]:
+    """What every answer from a pool says about itself: the pool, the request id, what the gateway changed."""
+    headers = {POOL_HEADER: call.pool.name, REQUEST_ID_HEADER: call.record.request_id}
+    if call.prepared is not None and call.prepared.notes:
+        headers[NOTES_HEADER] = "; ".join(call.prepared.notes)
+    return headers
 
 
 class _Endpoint:
@@ -367,6 +379,7 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/v1/chat/completions", gateway.endpoint("chat", "/v1/chat/completions"), methods=["POST"]),
         Route("/v1/completions", gateway.endpoint("completions", "/v1/completions"), methods=["POST"]),
         Route("/v1/models", gateway.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", gateway.model, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", gateway.openapi, methods=["GET"]),

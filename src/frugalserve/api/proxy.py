@@ -236,10 +236,11 @@ def _for_pool(exc: APIError, pool: str, request_id: str, url: str) -> APIError:
     return named
 
 
-def failure_kind(exc: APIError, status: int | None = None) -> str:
-    """The ``kind`` label of ``frugalserve_upstream_errors`` for a failure while reading an answer."""
+def failure_kind(exc: APIError, status: int | None = None) -> str | None:
+    """The ``kind`` label of ``frugalserve_upstream_errors`` for a failure while reading an answer; None for
+    a 4xx the backend explains, which is the client's error, not the backend's."""
     if status is not None and status >= 400:
-        return "status"
+        return "status" if status >= 500 else None
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
     return "invalid" if isinstance(exc, InvalidAnswer) else "broken"
@@ -324,15 +325,19 @@ async def read_answer(
         upstream.close()
     status = upstream.status
     if status >= 400:
-        log.warning(
-            "request %s: pool %r, backend %s answered %d: %r", request_id, pool, upstream.url, status, payload[:500]
+        text = payload[:500].decode("utf-8", "replace")
+        # a 4xx is usually the client's own mistake, explained by the backend: worth a line, not a warning
+        log.log(
+            logging.WARNING if status >= 500 else logging.INFO,
+            "request %s: pool %r, backend %s answered %d: %s",
+            *(request_id, pool, upstream.url, status, text),
         )
         raise upstream_status_error(pool, status, payload)
     obj = _json_object(payload)
     if obj is None:
         log.warning(
-            "request %s: pool %r, backend %s answered %d with a body that is not a JSON object: %r",
-            *(request_id, pool, upstream.url, status, payload[:500]),
+            "request %s: pool %r, backend %s answered %d with a body that is not a JSON object: %s",
+            *(request_id, pool, upstream.url, status, payload[:500].decode("utf-8", "replace")),
         )
         raise InvalidAnswer(f"pool '{pool}': the backend's answer is not a JSON object")
     raw_usage = obj.get("usage")

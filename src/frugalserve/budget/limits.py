@@ -18,7 +18,7 @@ class ImageLimits:
     # Most pad tokens one image may cost; larger images are resized (64 = the processor's minimum; a
     # budget of 64-69 can be exceeded by up to 6 tokens: no multiple-of-32 size fits most aspect ratios).
     max_tokens: int = 1024
-    # Longest allowed short side in pixels (seed 003); null = no limit.
+    # Longest allowed short side in pixels; null = no limit.
     short_edge: int | None = 768
     # Most images in one request; null = no limit.
     max_count: int | None = 16
@@ -64,9 +64,9 @@ class FetchLimits:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    # Prompt tokens a request may have; null = no limit (seed 002: chat 8K, summarisation 64K, code 32K).
+    # Prompt tokens a request may have; null = no limit (e.g. chat 8K, summarisation 64K, code 32K).
     max_context_tokens: int | None = None
-    # Cap on max_tokens / max_completion_tokens (seed 003: 512); null = no cap.
+    # Cap on max_tokens / max_completion_tokens (e.g. 512); null = no cap.
     max_new_tokens: int | None = None
     # What to do with a max_tokens above the cap: lower it (the response says so) or refuse the request.
     max_tokens_policy: Literal["clamp", "reject"] = "clamp"

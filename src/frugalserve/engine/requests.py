@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from frugalserve.errors import InvalidRequest
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -93,6 +95,7 @@ class Sampling:
     top_p: float
     seed: int | None
     stop: tuple[str, ...]
+    max_tokens_param: str = "max_tokens"  # the request's name for it (max_completion_tokens in newer clients)
 
 
 @dataclass
@@ -158,7 +161,7 @@ def check_parameters(body: dict[str, Any], known: frozenset[str]) -> None:
         allowed = _NEUTRAL.get(key)
         if allowed is None or value is None or any(_same(value, a) for a in allowed):
             continue
-        shown = " or ".join(repr(a) for a in allowed)
+        shown = " or ".join(orjson.dumps(a).decode() for a in allowed)  # as the client wrote it: JSON
         raise InvalidRequest(
             f"'{key}' is not supported by this engine" + (f" (only {shown} is accepted)" if shown else ""),
             param=key,
@@ -185,6 +188,7 @@ def _sampling(body: dict[str, Any], default_max_tokens: int, *, chat: bool) -> S
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         seed=_int(body, "seed", None, -(1 << 63), (1 << 63) - 1),
         stop=stops,
+        max_tokens_param=key,
     )
     if sampling.top_p == 0.0:
         raise InvalidRequest("'top_p' must be greater than 0", param="top_p")

@@ -267,8 +267,8 @@ def _submit(engine: Engine, prepared: Prepared, sampling: Sampling) -> Generatio
     if total > limit:
         raise ContextLengthExceeded(
             f"this model's maximum context length is {limit} tokens; the prompt has "
-            f"{len(prepared.input_ids)} and max_tokens asks for {sampling.max_tokens} more",
-            param="max_tokens",
+            f"{len(prepared.input_ids)} and {sampling.max_tokens_param} asks for {sampling.max_tokens} more",
+            param=sampling.max_tokens_param,
         )
     return engine.sched.submit(prepared, sampling)
 

@@ -16,7 +16,7 @@ class LifecycleConfig:
     # The idle ladder. null disables a step. Idle = no request in flight and none ended for this long.
     idle_sleep_s: float | None = 300.0  # → sleep (vLLM sleep API), or stop when the backend cannot sleep
     idle_stop_s: float | None = 1800.0  # → stop the process (frees CPU memory too)
-    min_warm_s: float = 0.0  # after each start or wake, stay up at least this long (seed 000: 600)
+    min_warm_s: float = 0.0  # after each start or wake, stay up at least this long (e.g. 600 when starts cost minutes)
     sleep_level: Literal[1, 2] = 1  # vLLM: 1 = weights to CPU memory (fast wake), 2 = weights dropped
     # Holding requests while the pool is cold.
     max_wait_s: float = 300.0  # longest a request waits for a replica; then 503 with Retry-After
