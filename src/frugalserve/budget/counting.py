@@ -63,7 +63,7 @@ _CUT_WINDOW = 64 * 1024  # characters searched per regex call while looking for 
 #    reach past it (a whitespace run before it is matched by `\s*[\r\n]+`, which stops at the "\n");
 #  - an ASCII digit followed by anything: a digit is always a pre-token of its own;
 #  - an ASCII letter followed by a space: a word (`\p{L}+`, or a contraction) stops at the space.
-# NFC cannot join across either: "\n", " " and ASCII digits are in no canonical decomposition and an
+# NFC cannot join across any of them: "\n", " " and ASCII digits are in no canonical decomposition and an
 # ASCII letter is never a decomposition's second character, so nothing composes or reorders across the
 # cut, and a character that is not whitespace never normalises to whitespace. No special token holds a
 # "\n", a space or a digit, so none spans a cut. The lookahead needs the next character to be present,
