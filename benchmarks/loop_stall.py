@@ -6,9 +6,9 @@ connection and records each round trip: while the gateway's loop is blocked, the
 longest round trip is the longest stall. Phases:
 
 1. quiet: the probe alone;
-2. a second process sends, one after another, a chat with a 15 MB text prompt, then (next phase) a chat
-   with a 20 MB data-URL image (a 15 MB PNG of noise), to a pool that counts and resizes (the budget
-   stage);
+2. a second process sends, one after another, a chat with a 15 MB text prompt, then (next phases) the
+   same text as one line (no line breaks: counting must cut it elsewhere), then a chat with a 20 MB
+   data-URL image (a 15 MB PNG of noise), to a pool that counts and resizes (the budget stage);
 3. the same requests to a pool with ``tokenizer: none`` (no counting, no image work): what the rest of
    the request path (JSON parsing, proxying) costs the loop.
 
@@ -46,10 +46,11 @@ PROBE_INTERVAL_S = 0.005
 WORDS = "the quick brown fox jumps over a lazy dog while 42 cats count 1234567 tokens; naïve café 東京 🙂".split()
 
 
-def text_prompt(megabytes: float) -> str:
-    """Varied words (ASCII, accents, CJK, emoji, digits) with line breaks: what a pasted document looks like."""
+def text_prompt(megabytes: float, line_breaks: bool = True) -> str:
+    """Varied words (ASCII, accents, CJK, emoji, digits) with line breaks: what a pasted document looks like;
+    without them, one long line."""
     target = int(megabytes * 1_000_000)
-    line = " ".join(WORDS[(i * 7) % len(WORDS)] for i in range(40)) + "\n"
+    line = " ".join(WORDS[(i * 7) % len(WORDS)] for i in range(40)) + ("\n" if line_breaks else " ")
     return line * (target // len(line.encode()) + 1)
 
 
@@ -65,8 +66,8 @@ def image_data_url(megabytes: float) -> str:
 
 
 def hostile_body(kind: str, model: str, text_mb: float, image_mb: float) -> bytes:
-    if kind == "text":
-        content: Any = text_prompt(text_mb)
+    if kind in ("text", "one line"):
+        content: Any = text_prompt(text_mb, line_breaks=kind == "text")
     else:
         content = [
             {"type": "text", "text": "What is in this picture?"},
@@ -156,7 +157,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         procs.wait_http(base + "/healthz", proc=gw)
         phases: dict[str, Any] = {"quiet": {"rtts": await probe(base, min(args.seconds, 3.0)), "results": []}}
         for model, label in (("vl", "budget stage"), ("raw", "tokenizer: none")):
-            for kind in ("text", "image"):
+            for kind in ("text", "one line", "image") if model == "vl" else ("text", "image"):
                 body = hostile_body(kind, model, args.text_mb, args.image_mb)
                 phases[f"{kind}, {label}"] = await hostile_phase(base, gw_port, body, args.seconds)
         return phases

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from types import SimpleNamespace
 from typing import Any
 
@@ -276,3 +277,122 @@ def test_video_prompt_tokens_equal_processor_placeholder(
     count = counting.count_chat(ours, (), [v])
     assert count.total == len(ids)
     assert count.video == counting.video_prompt_tokens(v)
+
+
+# -- counting in pieces (issue 9.17) ----------------------------------------------------------------------
+
+
+def _whole_ids(text: str) -> list[int]:
+    """The unsplit count: one special-token split, one NFC and one tiktoken call per text between special
+    tokens, over the whole text (what counting did before it worked in pieces)."""
+    enc = qwen_vocab.encoding()
+    ids: list[int] = []
+    for i, part in enumerate(counting._SPECIAL_SPLIT.split(text)):
+        if i % 2:
+            ids.append(qwen_vocab.SPECIAL_IDS[part])
+        elif part:
+            ids += enc.encode_ordinary(unicodedata.normalize("NFC", part))
+    return ids
+
+
+# Every kind of allowed cut, and what might join across one: whitespace of each kind after a "\n",
+# combining marks (NFC), "<" + U+0338 (composes to a symbol), Hangul jamo, contractions, special tokens.
+CUT_FRAGMENTS = [
+    "\n", "\n\n", "\r\n", "\n ", "\n\t", " \n", "\n\u3000", "\n\x85", "\n\u2028", "\n\r", "\n\x0b",
+    "0", "7", "42", "a", "Z", "word", "it", "'s", "'ll", "'T", " ", "  ", "\t", "\xa0", "\u2000",
+    "\u0301", "\u0338", "<", "e\u0301", "\u1100", "\u1161", "\u11a8", "é", "中文", "。", "!", ".", "😀",
+    "<|im_end|>", "<|image_pad|>", "<think>", "<|", "|>", "٣", "\uff11",
+]  # fmt: skip
+cut_rich_text = st.lists(st.sampled_from(CUT_FRAGMENTS), max_size=40).map("".join)
+
+
+def _allowed_cuts(text: str) -> int:
+    return sum(1 for i in range(len(text) - 1) if counting._SAFE_CUT.match(text, i))
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=cut_rich_text)
+def test_counting_cut_at_every_allowed_point_equals_the_unsplit_count(text: str) -> None:
+    whole = _whole_ids(text)
+    pieces = list(counting.pieces([text], size=1))  # a cut at every allowed point
+    assert "".join(pieces) == text
+    assert len(pieces) == _allowed_cuts(text) + 1 if text else not pieces
+    assert [i for p in pieces for i in counting.encode(p)] == whole
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(counting, "PIECE_CHARS", 1)
+        assert counting.encode(text) == whole
+        assert counting.count_text(text) == len(whole)
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(cut_rich_text, max_size=6), size=st.integers(1, 30))
+def test_pieces_of_many_parts_are_their_concatenation_cut_only_where_allowed(parts: list[str], size: int) -> None:
+    text = "".join(parts)
+    pieces = list(counting.pieces(parts, size))
+    assert "".join(pieces) == text and all(pieces)
+    at = 0
+    for p in pieces[:-1]:
+        at += len(p)
+        assert counting._SAFE_CUT.match(text, at - 1), (text, at)
+    assert sum(len(counting.encode(p)) for p in pieces) == len(_whole_ids(text))
+
+
+def test_a_newline_followed_by_whitespace_is_not_a_cut_because_the_pre_tokenizer_joins_across_it() -> None:
+    # "\n \n" is one pre-token (`\s*[\r\n]+`): cutting after the first "\n" would miscount.
+    enc = qwen_vocab.encoding()
+    assert enc.encode_ordinary("a\n") + enc.encode_ordinary(" \nb") != enc.encode_ordinary("a\n \nb")
+    assert list(counting.pieces(["a\n \nb"], size=1)) == ["a\n \n", "b"]
+    assert list(counting.pieces(["a\nb c1d"], size=1)) == ["a\n", "b", " c1", "d"]
+
+
+def test_long_text_is_counted_in_bounded_pieces_and_equals_the_unsplit_count() -> None:
+    line = "naïve café 東京 🙂 it's 1234 <|im_end|> words\r\n\n  indented\tcode();\n"
+    text = line * (3 * counting.PIECE_CHARS // len(line))
+    sizes = [len(p) for p in counting.pieces([text], counting.PIECE_CHARS)]
+    assert len(sizes) >= 3 and max(sizes) < counting.PIECE_CHARS + len(line)
+    assert counting.encode(text) == _whole_ids(text)
+    msgs = [{"role": "user", "content": text}]
+    assert counting.count_chat(msgs).total == len(_whole_ids(counting.render_chat(msgs)))
+
+
+def test_text_without_an_allowed_cut_is_counted_whole() -> None:
+    text = "é." * 200_000  # no newline, digit, or letter before a space
+    assert list(counting.pieces([text], 1000)) == [text]
+    assert counting.count_text(text) == len(_whole_ids(text))
+
+
+def test_an_image_pad_split_across_template_parts_is_still_found() -> None:
+    # The template writes an image as its own part; a pad typed into text is counted the same way.
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "x\n" * 10}, {"type": "image_url"}]}]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(counting, "PIECE_CHARS", 1)
+        assert counting.count_chat(msgs, [4]).image == 4 + vision.MARKER_TOKENS
+        with pytest.raises(InvalidRequest, match="renders 2"):
+            counting.count_chat([{"role": "user", "content": "a\n<|image_pad|>\n"}, *msgs], [4])
+
+
+# The Unicode facts the cut rule's NFC argument rests on, checked over every code point with Python's
+# Unicode database (the tokenizer's \s is Unicode White_Space: the 23 blanks, "\r" and "\n").
+def _canonical_decompositions() -> dict[str, str]:
+    out = {}
+    for cp in range(0x110000):
+        d = unicodedata.decomposition(chr(cp))
+        if d and not d.startswith("<"):
+            out[chr(cp)] = "".join(chr(int(h, 16)) for h in d.split())
+    return out
+
+
+def test_the_characters_around_a_cut_never_compose_or_become_whitespace_under_nfc() -> None:
+    decomps = _canonical_decompositions()
+    white = counting._BLANKS | {"\r", "\n"}
+    inert = set("\n 0123456789")
+    letters = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    for char, d in decomps.items():
+        assert not inert & set(d), repr(char)  # never composed from or into: NFC leaves them, and they block
+        assert not letters & set(d[1:]), repr(char)  # an ASCII letter never composes with what precedes it
+        if char not in white:  # a character that is not whitespace never normalises to whitespace
+            assert not white & set(unicodedata.normalize("NFD", char)), repr(char)
+    for w in white:
+        assert unicodedata.combining(w) == 0 and len(decomps.get(w, w)) == 1, repr(w)  # never a composite
+    assert all(unicodedata.combining(c) == 0 for c in inert | letters)
+    assert not any(set(t) & (inert | {" "}) for t in qwen_vocab.SPECIAL_TOKENS)

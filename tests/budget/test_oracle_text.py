@@ -98,3 +98,24 @@ def test_ids_equal_the_oracle_on_mixed_script_text(oracle: Any, text: str) -> No
 )
 def test_a_megabyte_of_blanks_counts_as_the_oracle_says(oracle: Any, text: str) -> None:
     assert counting.count_text(text) == len(oracle.encode(text))
+
+
+# Text dense in the places where counting may cut it into pieces (budget/counting.py, _SAFE_CUT), and in
+# what could join across a cut: whitespace after a "\n", combining marks, contractions, special tokens.
+cut_text = st.lists(
+    st.one_of(
+        st.sampled_from(FRAGMENTS),
+        st.sampled_from(["\n", "\n ", "\n\t", "\n\u3000", "\n\r", "1", "a", "a ", "Z ", "\u0301", "\u0338", "<"]),
+    ),
+    max_size=40,
+).map("".join)
+
+
+@pytest.mark.engine
+@settings(max_examples=300, deadline=None)
+@given(text=cut_text)
+def test_ids_counted_in_the_smallest_pieces_equal_the_oracle(oracle: Any, text: str) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(counting, "PIECE_CHARS", 1)  # a cut at every allowed point
+        assert counting.encode(text) == oracle.encode(text)
+        assert counting.count_text(text) == len(oracle.encode(text))

@@ -12,6 +12,11 @@ Text is tokenized with tiktoken over Qwen's vocabulary, with one exception: a lo
 its stack on such a run of about a million characters (a ``PanicException``, which is not an
 ``Exception``); the pre-tokenizer's result for it is known in closed form, so the run is cut out and
 byte-pair encoded here without the regex. Any other failure of the tokenizer becomes a 400.
+
+Long text is counted in pieces of about :data:`PIECE_CHARS` characters, cut only where neither the
+special-token split, NFC nor the pre-tokenizer can join across the cut (:data:`_SAFE_CUT`), so that no
+single call holds the GIL for long (a count runs in a worker thread beside the event loop) and no
+list of millions of ids is built. The rendered prompt is never joined into one string to count it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,24 @@ _STRIDE = LONG_BLANK_RUN // 2  # a run this long covers two consecutive multiple
 # A run of one blank character is byte-pair encoded as whole blocks of this many characters plus the
 # rest (Qwen's longest runs: 128 spaces, 32 newlines, 16 tabs); tested against direct encoding.
 _BLOCK = 512
+
+# Characters per counted piece: a few milliseconds of GIL per call (NFC, the special-token split, tiktoken's
+# id list), while a piece rarely ends mid-way through where a cut is allowed.
+PIECE_CHARS = 256 * 1024
+_CUT_WINDOW = 64 * 1024  # characters searched per regex call while looking for a cut
+# A cut is allowed just after the match (tests/budget/test_counting.py checks each against whole counts):
+#  - a "\n" followed by a character that is not whitespace (Unicode White_Space, the pre-tokenizer's
+#    \s): every pre-token that holds that "\n" ends there, and no pre-token can start before the cut and
+#    reach past it (a whitespace run before it is matched by `\s*[\r\n]+`, which stops at the "\n");
+#  - an ASCII digit followed by anything: a digit is always a pre-token of its own;
+#  - an ASCII letter followed by a space: a word (`\p{L}+`, or a contraction) stops at the space.
+# NFC cannot join across any of them: "\n", " " and ASCII digits are in no canonical decomposition and an
+# ASCII letter is never a decomposition's second character, so nothing composes or reorders across the
+# cut, and a character that is not whitespace never normalises to whitespace. No special token holds a
+# "\n", a space or a digit, so none spans a cut. The lookahead needs the next character to be present,
+# so a search bounded to a window never reports a cut at the window's end.
+_WHITE_SPACE = _BLANK + "\r\n"
+_SAFE_CUT = re.compile(f"\n(?=[^{_WHITE_SPACE}])|[0-9](?=.)|[A-Za-z](?= )", re.DOTALL)
 
 
 @functools.cache
@@ -119,31 +142,94 @@ def render_chat(
     tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The prompt text the model sees; ``tools`` are the request's tool definitions, as sent."""
+    return "".join(render_parts(messages, add_generation_prompt, tools))
+
+
+def render_parts(
+    messages: Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """:func:`render_chat`'s text as the template writes it out, unjoined: each message's text is its own
+    part (the same string object), so a long prompt is not copied (joining 15 MB holds the GIL ~100 ms)."""
     try:
-        text = chat_template().render(
+        gen = chat_template().generate(
             messages=template_messages(messages), tools=tools, add_generation_prompt=add_generation_prompt
         )
+        return [str(part) for part in gen]
     except _CONTROL:
         raise
     except Exception as exc:  # a message shape the template cannot render
         raise InvalidRequest(f"cannot render the messages: {exc}", param="messages") from None
-    return str(text)
+
+
+def pieces(parts: Iterable[str], size: int = PIECE_CHARS) -> Iterator[str]:
+    """The concatenation of ``parts`` in pieces of about ``size`` characters or more, each cut where
+    :data:`_SAFE_CUT` allows; text with no allowed cut stays whole. Only cuts inside a part are used."""
+    pending: list[str] = []
+    pending_len = 0
+    for part in parts:
+        start = 0
+        while pending_len + len(part) - start >= size:
+            cut = _find_cut(part, max(start, start + size - pending_len - 1))
+            if cut < 0:
+                break
+            pending.append(part[start:cut])
+            yield "".join(pending)
+            pending, pending_len, start = [], 0, cut
+        rest = part[start:] if start else part
+        if rest:
+            pending.append(rest)
+            pending_len += len(rest)
+    if pending:
+        yield "".join(pending)
+
+
+def _find_cut(text: str, pos: int) -> int:
+    """The first allowed cut after ``text[pos]`` (a position in 1..len-1), or -1; bounded regex calls."""
+    while pos < len(text) - 1:
+        m = _SAFE_CUT.search(text, pos, min(len(text), pos + _CUT_WINDOW))
+        if m is not None:
+            return m.end()
+        pos += _CUT_WINDOW - 1  # the window's last character again: its cut needs the next one
+    return -1
+
+
+def _encode_pieces(parts: Iterable[str]) -> Iterator[tuple[str, list[int]]]:
+    """Per special token ``(token, [id])``, per ordinary text ``("", ids)``: special tokens split out
+    first, then the text between them NFC-normalised and byte-pair encoded, piece by piece."""
+    for piece in pieces(parts, PIECE_CHARS):
+        for i, text in enumerate(_SPECIAL_SPLIT.split(piece)):
+            if i % 2:
+                yield text, [qwen_vocab.SPECIAL_IDS[text]]
+            elif text:
+                yield "", _encode_ordinary(unicodedata.normalize("NFC", text))
+
+
+def _tokenize(parts: Iterable[str], param: str, ids: list[int] | None = None) -> tuple[int, dict[str, int]]:
+    """Count the tokens of the concatenated ``parts`` (appending the ids to ``ids`` if given) and the
+    special tokens among them. A tokenizer failure is a 400 naming ``param``."""
+    n = 0
+    specials: dict[str, int] = {}
+    try:
+        for special, run in _encode_pieces(parts):
+            n += len(run)
+            if special:
+                specials[special] = specials.get(special, 0) + 1
+            if ids is not None:
+                ids += run
+    except _CONTROL:
+        raise
+    except BaseException as exc:  # Rust panics are BaseException (pyo3_runtime.PanicException)
+        raise InvalidRequest(f"the tokenizer could not read this text ({type(exc).__name__})", param=param) from None
+    return n, specials
 
 
 def encode(text: str, param: str = "messages") -> list[int]:
     """Token ids as Hugging Face's Qwen tokenizer gives them: special tokens split out first, then each
     ordinary piece NFC-normalised and byte-pair encoded. A tokenizer failure is a 400 naming ``param``."""
     ids: list[int] = []
-    try:
-        for i, piece in enumerate(_SPECIAL_SPLIT.split(text)):
-            if i % 2:
-                ids.append(qwen_vocab.SPECIAL_IDS[piece])
-            elif piece:
-                ids.extend(_encode_ordinary(unicodedata.normalize("NFC", piece)))
-    except _CONTROL:
-        raise
-    except BaseException as exc:  # Rust panics are BaseException (pyo3_runtime.PanicException)
-        raise InvalidRequest(f"the tokenizer could not read this text ({type(exc).__name__})", param=param) from None
+    _tokenize((text,), param, ids)
     return ids
 
 
@@ -199,7 +285,8 @@ def _blank_block(char: str) -> list[int]:
 
 
 def count_text(text: str, param: str = "prompt") -> int:
-    return len(encode(text, param))
+    """``len(encode(text))``, without building the whole id list."""
+    return _tokenize((text,), param)[0]
 
 
 @dataclass(frozen=True)
@@ -235,11 +322,9 @@ def count_chat(
     """
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, Mapping) for t in tools)):
         raise InvalidRequest("'tools' must be a list of tool objects", param="tools")
-    text = render_chat(messages, add_generation_prompt, tools)
-    ids = encode(text)
-    # Special tokens are split out by exact match, so counting the strings counts the tokens.
-    n_images = text.count("<|image_pad|>")
-    n_videos = text.count("<|video_pad|>")
+    rendered, specials = _tokenize(render_parts(messages, add_generation_prompt, tools), "messages")
+    n_images = specials.get("<|image_pad|>", 0)
+    n_videos = specials.get("<|video_pad|>", 0)
     if n_images != len(image_pads) or n_videos != len(videos):
         raise InvalidRequest(
             f"the request has {len(image_pads)} image and {len(videos)} video parts but the chat template "
@@ -250,5 +335,5 @@ def count_chat(
     image = sum(image_pads) + MARKER_TOKENS * n_images
     video = sum(video_prompt_tokens(v) for v in videos)
     # Each visual part rendered as 3 tokens (markers + one pad); replace those with the real cost.
-    total = len(ids) - 3 * (n_images + n_videos) + image + video
+    total = rendered - 3 * (n_images + n_videos) + image + video
     return TokenCount(total=total, text=total - image - video, image=image, video=video)
