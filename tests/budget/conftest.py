@@ -69,3 +69,33 @@ def qwen3_vl_video_module() -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_oracle() -> ModuleType:
+    """The independent Qwen tokenizer (fixtures/qwen_oracle.py; a fixtures folder, not a package)."""
+    name = "qwen_oracle_fixture"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, FIXTURES / "qwen_oracle.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Any:
+    """The oracle module, its tokenizer built."""
+    pytest.importorskip("transformers")
+    module = load_oracle()
+    module.tokenizer()
+    return module
+
+
+@pytest.fixture(scope="session")
+def hf(oracle: Any) -> Any:
+    """transformers' tokenizer (the independent one) with the published template."""
+    return oracle.tokenizer()

@@ -5,11 +5,8 @@ tokenizer. The backend is the fake upstream (no GPU here); the gateway's own cou
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import openai
@@ -35,23 +32,6 @@ TOOLS = [
         "function": {"name": "search", "description": "Web search", "parameters": {"type": "object"}},
     },
 ]
-
-
-def load_oracle() -> ModuleType:
-    name = "qwen_oracle_fixture"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / "qwen_oracle.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def hf() -> Any:
-    pytest.importorskip("transformers")
-    return load_oracle().tokenizer()
 
 
 @pytest.fixture(scope="module")

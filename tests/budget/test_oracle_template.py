@@ -12,10 +12,7 @@ as objects, ``{"type": "video"}`` parts, no null content); the gateway gets them
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -29,24 +26,6 @@ pytestmark = pytest.mark.engine
 FIXTURES = Path(__file__).parent / "fixtures"
 PUBLISHED = FIXTURES / "qwen3_vl_instruct_chat_template.jinja"
 PUBLISHED_SHA256 = "3636d0f0bd6bef02654cdffdc447b79cb2cef8ab02cc75267345946291a489e4"
-
-
-def load_oracle() -> ModuleType:
-    name = "qwen_oracle_fixture"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / "qwen_oracle.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def hf() -> Any:
-    """transformers' tokenizer (the independent one) and the published template."""
-    pytest.importorskip("transformers")
-    return load_oracle().tokenizer()
 
 
 def published(tok: Any, msgs: list[dict[str, Any]], tools: Any = None, add_generation_prompt: bool = True) -> str:

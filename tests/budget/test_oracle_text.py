@@ -3,11 +3,8 @@ golden ids made once by the oracle, and the oracle run live on generated mixed-s
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,26 +16,6 @@ from frugalserve.budget import counting
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = json.loads((FIXTURES / "qwen_text_golden.json").read_text(encoding="utf-8"))
-
-
-def load_oracle() -> ModuleType:
-    """The oracle module from the fixtures folder (not a package)."""
-    name = "qwen_oracle_fixture"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / "qwen_oracle.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def oracle() -> Any:
-    pytest.importorskip("transformers")
-    module = load_oracle()
-    module.tokenizer()
-    return module
 
 
 @pytest.mark.parametrize("case", GOLDEN["cases"], ids=[c["name"] for c in GOLDEN["cases"]])
