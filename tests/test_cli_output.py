@@ -255,3 +255,12 @@ def test_check_config_without_pools_says_up_would_refuse_it(tmp_path: Path) -> N
     out = procs.cli(tmp_path, "check-config", str(config))
     assert "no pool" in out and "`up` would refuse it" in out and "0 pool(s): \n" not in out
     assert run(tmp_path, "up", "--config", str(config)).returncode == 2  # and it does
+
+
+def test_check_config_ignores_the_driver_when_the_gateway_never_opens_the_database(
+    tmp_path: Path, without_psycopg: dict[str, str]
+) -> None:
+    pg = tmp_path / "pg.yaml"
+    pg.write_text("gateway: {database: 'postgresql://x@127.0.0.1:1/db'}\naccounting: {enabled: false}\n" + POOL)
+    done = run(tmp_path, "check-config", str(pg), env=without_psycopg)
+    assert done.returncode == 0 and "ok, 1 pool(s): p" in done.stdout, done.stderr

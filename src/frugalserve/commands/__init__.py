@@ -56,6 +56,14 @@ def database_problem(url: str) -> str | None:
     return None
 
 
+def gateway_database_problem(config: cfg.Config) -> str | None:
+    """What would stop ``up`` from using gateway.database; the gateway opens it only for accounting or auth."""
+    if not (config.accounting.enabled or config.auth.enabled):
+        return None
+    problem = database_problem(config.gateway.database)
+    return f"gateway.database: {problem} (in {config.source})" if problem else None
+
+
 def open_database(url: str, origin: str, *, create: bool) -> Engine | None:
     """The migrated store at ``url``, or None after printing why not (the command then exits with 2).
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from frugalserve.commands import database_problem, load_config, shown_url
+from frugalserve.commands import gateway_database_problem, load_config, shown_url
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -17,9 +17,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.file or args.config)
     if config is None:
         return 2
-    problem = database_problem(config.gateway.database)
+    problem = gateway_database_problem(config)
     if problem is not None:
-        print(f"error: gateway.database: {problem} (in {config.source})", file=sys.stderr)
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if not config.pools:
         print(
