@@ -62,6 +62,7 @@ def test_keys_accept_database_after_the_action(tmp_path: Path) -> None:
 
 
 def test_report_accepts_config_anywhere_after_the_subcommand(tmp_path: Path, keys_config: Path) -> None:
+    assert frugalserve("keys", "create", "--name", "a", "--config", str(keys_config), cwd=tmp_path).returncode == 0
     for args in (
         ("report", "--config", str(keys_config), "--by", "key", "--format", "json"),
         ("report", "--by", "key", "--format", "json", "--config", str(keys_config)),

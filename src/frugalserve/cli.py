@@ -18,6 +18,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+DESCRIPTION = (
+    "frugalserve: an OpenAI-compatible gateway for Qwen3-VL model servers, with scale-to-zero backends,"
+    " exact token budgets and GPU cost accounting."
+)
 CONFIG_HELP = "config file (default: $FRUGALSERVE_CONFIG or the built-in demo config)"
 
 
@@ -73,7 +77,7 @@ def _accept_options_after_actions(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from frugalserve import __version__
 
-    parser = argparse.ArgumentParser(prog="frugalserve", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="frugalserve", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"frugalserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():

@@ -172,7 +172,7 @@ class Gate:
     @staticmethod
     def _over_budget(period: str, limit: float, reset: float, now: float) -> None:
         raise RateLimited(
-            f"This API key has spent its {period} budget of ${limit:g}; it resets at {_iso(reset)}.",
+            f"This API key has spent its {period} budget of {keys.format_usd(limit)}; it resets at {_iso(reset)}.",
             code="budget_exceeded",
             headers={"retry-after": str(max(1, math.ceil(reset - now))), "x-ratelimit-reset": _iso(reset)},
         )

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -36,6 +37,16 @@ class ApiKey:
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+
+def format_usd(amount: float) -> str:
+    """Dollars as people write them: ``$0.000001``, ``$0.01``, ``$1,250.00`` (never ``1e-06``).
+
+    Six significant digits, at least two decimals; used wherever the CLI or an error message shows a budget.
+    """
+    text = format(Decimal(f"{abs(amount):.6g}"), ",f")
+    whole, _, cents = text.partition(".")
+    return f"{'-' if amount < 0 else ''}${whole}.{cents.ljust(2, '0')}"
 
 
 def hash_secret(secret: str) -> str:

@@ -75,12 +75,23 @@ RECORD_COLUMNS = (
 )
 
 
+WHEN_FORMS = "2025-03-01, 2025-03-01T12:00 (UTC unless an offset is given), 7d / 12h / 30m ago, today, yesterday, now"
+
+
 def parse_when(text: str, now: float) -> float:
-    """``2025-03-01``, ``2025-03-01T12:00``, or relative ``7d`` / ``12h`` / ``30m`` before now (UTC)."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", text.strip())
+    """A time the report understands (:data:`WHEN_FORMS`) as epoch seconds; ValueError names the forms."""
+    word = text.strip().lower()
+    midnight = now - now % 86400  # days are UTC days, like the report's rows
+    named = {"now": now, "today": midnight, "yesterday": midnight - 86400}
+    if word in named:
+        return named[word]
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", word)
     if m:
         return now - float(m.group(1)) * {"d": 86400, "h": 3600, "m": 60}[m.group(2)]
-    when = dt.datetime.fromisoformat(text.strip())
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not a time: {text!r}; accepted: {WHEN_FORMS}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
@@ -294,14 +305,20 @@ def _compact(v: float) -> str:
     return f"{v:,.0f}"
 
 
+def _percent(column: str, v: Any) -> str | None:
+    """Ratios as percent, the same in the narrow and the wide table (CSV and JSON keep the numbers)."""
+    if v is None or column not in ("utilisation", "savings_pct"):
+        return None
+    return f"{v * 100 if column == 'utilisation' else v:.1f}%"
+
+
 def _short(column: str, v: Any) -> str:
     """A narrow cell: counts and dollars above a million compacted (12.35M), ratios as percent."""
     if v is None:
         return "-"
-    if column in ("utilisation",):
-        return f"{v * 100:.1f}%"
-    if column == "savings_pct":
-        return f"{v:.1f}%"
+    pct = _percent(column, v)
+    if pct is not None:
+        return pct
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}" if abs(v) < 10_000_000 else _compact(v)
     if isinstance(v, float):
@@ -319,9 +336,12 @@ def _fit_group(name: str) -> str:
     return name[:head] + "~" + name[-(GROUP_WIDTH - head - 1) :]
 
 
-def _cell(v: Any) -> str:
+def _cell(column: str, v: Any) -> str:
     if v is None:
         return "-"
+    pct = _percent(column, v)
+    if pct is not None:
+        return pct
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 100 else f"{v:,.2f}"
     if isinstance(v, int) and not isinstance(v, bool):
@@ -341,16 +361,41 @@ def _table(headers: Sequence[str], lines: Sequence[Sequence[str]], left: int = 0
     return [fmt(headers).rstrip(), *(fmt(line).rstrip() for line in lines)]
 
 
-def render_report(rows: Sequence[Mapping[str, Any]], fmt: str = "table", wide: bool = False) -> str:
-    """The report as a table in column groups (``wide``: one table), CSV or JSON."""
-    if fmt != "table" or wide or not rows:
+def legend(rows: Sequence[Mapping[str, Any]], by: str) -> list[str]:
+    """What the table's less obvious parts mean, printed under it."""
+    lines = [
+        "billed: GPU time paid for, idle and cold starts included; ideal: paid only while serving requests;",
+        "util: serving time / billed time; per_Mtok: billed per million tokens (prompt and output).",
+    ]
+    if by in ("key", "model"):
+        lines += [
+            f"a {by} row is its requests' share of serving time only; TOTAL is the pools' whole bill (idle and",
+            f"cold starts too), so the {by} rows add up to less than TOTAL.",
+        ]
+    if any(r["group"] == "-" for r in rows):
+        lines.append(
+            {
+                "pool": "-: requests that never reached a pool (refused before dispatch: auth, budget, validation).",
+                "key": "-: requests without a key (auth off, or refused before a key was known).",
+            }.get(by, "-: requests without a value for this grouping.")
+        )
+    return lines
+
+
+def render_report(rows: Sequence[Mapping[str, Any]], fmt: str = "table", wide: bool = False, by: str = "pool") -> str:
+    """The report as a table in column groups (``wide``: one table) with a legend, CSV or JSON."""
+    if fmt != "table" or not rows:
         return render(rows, fmt)
+    notes = [f"# {line}" for line in legend(rows, by)]
+    if wide:
+        return render(rows, fmt) + "\n" + "\n".join(notes) + "\n"
     out: list[str] = []
     for title, columns in SECTIONS:
         groups = [str(r["group"]) for r in rows]
         groups = [_fit_group(g) for g in groups]
         lines = [[g, *(_short(c, r.get(c)) for c, _ in columns)] for g, r in zip(groups, rows, strict=True)]
-        out += [f"# {title}", *_table(["group", *(h for _, h in columns)], lines, left=1), ""]
+        out += [f"# {title}", *_table(["group", *(h for _, h in columns)], lines, left=1)]
+        out += [*notes, ""] if columns[0][0] == "gpu_hours" else [""]
     return "\n".join(out)
 
 
@@ -367,7 +412,7 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table") -> str:
         w.writeheader()
         w.writerows(rows)
         return buf.getvalue()
-    cells = [[_cell(r[c]) for c in cols] for r in rows]
+    cells = [[_cell(c, r[c]) for c in cols] for r in rows]
     if "time" in cols:
         for line, r in zip(cells, rows, strict=True):
             line[cols.index("time")] = dt.datetime.fromtimestamp(r["time"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

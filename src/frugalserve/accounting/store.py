@@ -119,9 +119,15 @@ def create_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # connect_timeout: an unreachable server must fail a flush in seconds (then it spools), not hang it
-    return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
-    )
+    try:
+        return sa.create_engine(
+            url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+        )
+    except ModuleNotFoundError as exc:  # SQLAlchemy imports the driver here; say which install gives it
+        if url.startswith("postgresql+psycopg") and (exc.name or "").split(".")[0] == "psycopg":
+            extra = "PostgreSQL needs the postgres extra: pip install 'frugalserve[postgres]'"
+            raise ModuleNotFoundError(extra, name=exc.name) from None
+        raise
 
 
 def migrate(engine: Engine) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from frugalserve.commands import load_config
+from frugalserve.commands import gateway_database_problem, load_config, shown_url
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -17,5 +17,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.file or args.config)
     if config is None:
         return 2
+    problem = gateway_database_problem(config)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if not config.pools:
+        print(
+            f"{config.source}: ok for `keys` and `report` (database {shown_url(config.gateway.database)});"
+            " it declares no pool, so `up` would refuse it (add one under pools:)"
+        )
+        return 0
     print(f"{config.source}: ok, {len(config.pools)} pool(s): {', '.join(p.name for p in config.pools)}")
     return 0

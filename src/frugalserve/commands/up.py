@@ -5,7 +5,7 @@ import atexit
 import os
 import sys
 
-from frugalserve.commands import load_config
+from frugalserve.commands import gateway_database_problem, load_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -22,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not config.pools:
         print(f"error: pools: {config.source} declares no pool, so the gateway would serve nothing", file=sys.stderr)
+        return 2
+    problem = gateway_database_problem(config)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from frugalserve.server import serve
 
