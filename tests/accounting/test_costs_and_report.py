@@ -81,10 +81,11 @@ def test_busy_time_is_split_by_token_work_density() -> None:
     att = costs.attribute(records, EVENTS, PRICE, T0, T0 + 200)
     p = att.pools["p"]
     assert p.busy_s == 30 and p.billed_s == 100 and p.cold_start_s == 10 and p.idle_s == 60
-    (s1, usd1), (s2, usd2) = att.shares
+    (s1, usd1, gpu1), (s2, usd2, gpu2) = att.shares
     d1, d2 = 200 / 20, 600 / 20
     assert s1 == pytest.approx(10 + 10 * d1 / (d1 + d2)) and s2 == pytest.approx(10 + 10 * d2 / (d1 + d2))
     assert s1 + s2 == pytest.approx(p.busy_s) and usd1 + usd2 == pytest.approx(p.usd_ideal)
+    assert (gpu1, gpu2) == (pytest.approx(2 * s1), pytest.approx(2 * s2))  # 2 GPUs per replica
     assert p.usd_billed == pytest.approx(100 * 0.002) and p.gpu_hours == pytest.approx(200 / 3600)
     assert p.usd_always_on == pytest.approx(200 * 0.002)
 
@@ -98,7 +99,7 @@ def test_report_totals_agree_with_the_records() -> None:
     records = [
         rec(10, 20, 200, key="a", prompt_image_tokens=150, image_tokens_saved=90, cold_start_wait_s=8.0),
         rec(20, 20, 600, key="b", completion_tokens=40),
-        rec(50, 5, 100, key="a", status=429),
+        rec(50, 5, 100, key="a", status=429, replica=None),  # refused: it never reached a replica
     ]
     rows = report.build(records, EVENTS, PRICE, T0, T0 + 200, by="key")
     by = {r["group"]: r for r in rows}
@@ -113,7 +114,10 @@ def test_report_totals_agree_with_the_records() -> None:
     assert total["cold_waits"] == 1 and total["cold_wait_p50_s"] == 8.0
     assert by["a"]["cold_starts"] is None and by["a"]["cold_waits"] == 1  # starts are pool facts
     assert by["a"]["usd_billed"] + by["b"]["usd_billed"] == pytest.approx(total["usd_ideal"])
-    assert total["utilisation"] == pytest.approx(35 / 100)
+    # busy: a runs 18-30 (after its 8 s wait), b 20-40: the union 18-40 is 22 of 100 billed seconds
+    assert total["utilisation"] == pytest.approx(22 / 100)
+    # the keys' GPU-hours are their busy seconds x 2 GPUs per replica
+    assert by["a"]["gpu_hours"] + by["b"]["gpu_hours"] == pytest.approx(22 * 2 / 3600)
     days = report.build(records, EVENTS, PRICE, T0, T0 + 2 * 86400, by="day")
     assert days[0]["requests"] == 3 and days[0]["usd_billed"] == pytest.approx(0.2)
 
@@ -222,8 +226,9 @@ def test_report_table_shows_hand_computed_values() -> None:
     lines = {line.split()[0] + str(i): line.split() for i, line in enumerate(table.splitlines()) if line}
     tokens, cost, cold = [v for k, v in lines.items() if k.startswith("TOTAL")]
     assert tokens == ["TOTAL", "2", "0", "650", "150", "0", "40", "90"]
-    # billed 100 s x $0.002 = $0.20; always on 200 s = $0.40; busy 30 of 100 billed seconds
-    assert cost == ["TOTAL", "0.0556", "0.2000", "238.10", "30.0%", "0.0600", "0.4000", "0.2000", "50.0%"]
+    # billed 100 s x $0.002 = $0.20 (per Mtok: 0.20 / 840 tokens); always on 200 s = $0.40;
+    # busy 22 of 100 billed seconds (a runs 18-30 after its 8 s wait, b 20-40), ideal 22 x $0.002
+    assert cost == ["TOTAL", "0.0556", "0.2000", "238.10", "22.0%", "0.0440", "0.4000", "0.2000", "50.0%"]
     assert cold == ["TOTAL", "1", "0", "1", "8.0000", "8.0000"]
 
 
