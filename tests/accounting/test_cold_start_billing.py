@@ -18,8 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
-from frugalserve.accounting import costs, report
+from frugalserve import config as cfg
+from frugalserve.accounting import costs, report, store
+from frugalserve.accounting.service import Accounting
+from frugalserve.clock import SystemClock
+from frugalserve.records import RecentRecords, RequestRecord
 from tests import procs
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % 86400  # a UTC midnight
@@ -100,6 +106,14 @@ def test_a_starting_replica_serves_nobody() -> None:
     assert att.shares[2].busy_s == 5
 
 
+def test_a_replica_is_billed_whenever_it_ran_a_request() -> None:
+    # h runs 110-120 although the events say the replica stopped at 100 (an event lost, a clock step)
+    h = rec("h", 110, 10, 10)
+    p = costs.attribute([A, B, h], EVENTS, PRICE, T0, T0 + 200).pools["p"]
+    # billed 0-100 and 110-120 = 110; busy 10-20, 30-40, 110-120 = 30; cold start 10; idle 20-30, 40-100 = 70
+    assert (p.billed_s, p.busy_s, p.cold_start_s, p.idle_s) == (110, 30, 10, 70)
+
+
 def test_time_prepared_before_the_wait_is_not_charged_for_the_start() -> None:
     # f arrives at 1, is prepared for 1 s, then waits 8 s (2-10): arrival + wait = 9 is before the
     # replica is ready at 10, so its run is 10-20, not 9-20
@@ -132,6 +146,37 @@ def test_a_request_across_midnight_is_busy_on_both_days() -> None:
     assert [d["requests"] for d in days] == [1, 0, 1]  # the row is the day it started, then the total
     assert days[0]["utilisation"] == pytest.approx(100 / 86400)
     assert days[1]["utilisation"] == pytest.approx(100 / 100)  # billed 0-100 after midnight, all busy
+
+
+async def test_cost_estimate_excludes_the_wait_and_is_zero_without_a_replica(db_url: str) -> None:
+    """What budgets count, computed by Accounting as a request ends, stored in a real database."""
+    config = cfg.load_text(
+        f"gateway: {{database: '{db_url}'}}\n"
+        "pools:\n  - {name: p, model: m, backend: {url: 'http://127.0.0.1:1'}, gpu: {usd_per_hour: 3600}}\n"
+    )
+    acc = Accounting(config, SystemClock(), CollectorRegistry(), RecentRecords())
+    await acc.start()
+    try:
+        cold = RequestRecord("cold", "chat", "m", T0, 0.0, pool="p", replica="p-0", status=200)
+        cold.duration_s, cold.cold_start_wait_s = 5.0, 3.0
+        gone = RequestRecord("gone", "chat", "m", T0 + 10, 0.0, pool="p", status=499)  # left during the wait
+        gone.duration_s = 4.0
+        for record in (cold, gone):  # one after the other: each alone on the pool
+            acc.admit(None, record)
+            acc.submit(record)
+        assert acc.writer is not None
+        await acc.writer.flush()
+        engine = store.create_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                c = store.usage_records.c
+                cost = dict(conn.execute(sa.select(c.request_id, c.cost_usd)).all())
+        finally:
+            engine.dispose()
+    finally:
+        await acc.stop()
+    # $1 per second: cold ran 5 - 3 = 2 s alone; gone never reached a replica
+    assert cost == {"cold": pytest.approx(2.0), "gone": 0.0}
 
 
 def sqlite_rows(db: Path, sql: str) -> list[tuple[object, ...]]:

@@ -218,18 +218,27 @@ def test_report_table_fits_a_100_column_terminal_and_wide_has_every_column() -> 
 
 
 def test_report_table_shows_hand_computed_values() -> None:
+    """The example in docs/accounting.md: started 0-10, ready 10-60, sleeping 60-100, stopped after."""
     records = [
-        rec(10, 20, 200, key="a", prompt_image_tokens=150, image_tokens_saved=90, cold_start_wait_s=8.0),
+        # a arrives at 2, waits 8 s for the start, runs 10-30; b runs 20-40; c is refused (no replica)
+        rec(2, 28, 200, key="a", prompt_image_tokens=150, image_tokens_saved=90, cold_start_wait_s=8.0),
         rec(20, 20, 600, key="b", completion_tokens=40),
+        rec(50, 5, 100, key="a", status=429, replica=None),
     ]
     table = report.render_report(report.build(records, EVENTS, PRICE, T0, T0 + 200, by="pool"))
     lines = {line.split()[0] + str(i): line.split() for i, line in enumerate(table.splitlines()) if line}
     tokens, cost, cold = [v for k, v in lines.items() if k.startswith("TOTAL")]
-    assert tokens == ["TOTAL", "2", "0", "650", "150", "0", "40", "90"]
-    # billed 100 s x $0.002 = $0.20 (per Mtok: 0.20 / 840 tokens); always on 200 s = $0.40;
-    # busy 22 of 100 billed seconds (a runs 18-30 after its 8 s wait, b 20-40), ideal 22 x $0.002
-    assert cost == ["TOTAL", "0.0556", "0.2000", "238.10", "22.0%", "0.0440", "0.4000", "0.2000", "50.0%"]
+    assert tokens == ["TOTAL", "3", "1", "750", "150", "0", "40", "90"]
+    # billed 100 s x $0.002 = $0.20 = 10 s cold start + 30 s busy (10-40) + 60 s idle (40-100);
+    # per Mtok 0.20 / 940 tokens; utilisation 30 / 100; ideal 30 s x $0.002; always on 200 s = $0.40
+    assert cost == ["TOTAL", "0.0556", "0.2000", "212.77", "30.0%", "0.0600", "0.4000", "0.2000", "50.0%"]
     assert cold == ["TOTAL", "1", "0", "1", "8.0000", "8.0000"]
+    # densities a 200 tokens / 20 s run = 10/s, b 640 / 20 s = 32/s: a alone 10-20 (10 s), 20-30 split
+    # 10:32, b alone 30-40 (10 s); a's wait 2-10 is nobody's. At $0.002/s:
+    a_s, b_s = 10 + 10 * 10 / 42, 10 + 10 * 32 / 42  # 12.381 s and 17.619 s
+    by_key = {r["group"]: r for r in report.build(records, EVENTS, PRICE, T0, T0 + 200, by="key")}
+    assert by_key["a"]["usd_billed"] == pytest.approx(a_s * 0.002)  # $0.0248
+    assert by_key["b"]["usd_billed"] == pytest.approx(b_s * 0.002)  # $0.0352
 
 
 def test_built_in_demo_config_carries_an_example_price() -> None:
