@@ -81,10 +81,11 @@ def test_busy_time_is_split_by_token_work_density() -> None:
     att = costs.attribute(records, EVENTS, PRICE, T0, T0 + 200)
     p = att.pools["p"]
     assert p.busy_s == 30 and p.billed_s == 100 and p.cold_start_s == 10 and p.idle_s == 60
-    (s1, usd1), (s2, usd2) = att.shares
+    (s1, usd1, gpu1), (s2, usd2, gpu2) = att.shares
     d1, d2 = 200 / 20, 600 / 20
     assert s1 == pytest.approx(10 + 10 * d1 / (d1 + d2)) and s2 == pytest.approx(10 + 10 * d2 / (d1 + d2))
     assert s1 + s2 == pytest.approx(p.busy_s) and usd1 + usd2 == pytest.approx(p.usd_ideal)
+    assert (gpu1, gpu2) == (pytest.approx(2 * s1), pytest.approx(2 * s2))  # 2 GPUs per replica
     assert p.usd_billed == pytest.approx(100 * 0.002) and p.gpu_hours == pytest.approx(200 / 3600)
     assert p.usd_always_on == pytest.approx(200 * 0.002)
 
@@ -98,7 +99,7 @@ def test_report_totals_agree_with_the_records() -> None:
     records = [
         rec(10, 20, 200, key="a", prompt_image_tokens=150, image_tokens_saved=90, cold_start_wait_s=8.0),
         rec(20, 20, 600, key="b", completion_tokens=40),
-        rec(50, 5, 100, key="a", status=429),
+        rec(50, 5, 100, key="a", status=429, replica=None),  # refused: it never reached a replica
     ]
     rows = report.build(records, EVENTS, PRICE, T0, T0 + 200, by="key")
     by = {r["group"]: r for r in rows}
@@ -113,7 +114,10 @@ def test_report_totals_agree_with_the_records() -> None:
     assert total["cold_waits"] == 1 and total["cold_wait_p50_s"] == 8.0
     assert by["a"]["cold_starts"] is None and by["a"]["cold_waits"] == 1  # starts are pool facts
     assert by["a"]["usd_billed"] + by["b"]["usd_billed"] == pytest.approx(total["usd_ideal"])
-    assert total["utilisation"] == pytest.approx(35 / 100)
+    # busy: a runs 18-30 (after its 8 s wait), b 20-40: the union 18-40 is 22 of 100 billed seconds
+    assert total["utilisation"] == pytest.approx(22 / 100)
+    # the keys' GPU-hours are their busy seconds x 2 GPUs per replica
+    assert by["a"]["gpu_hours"] + by["b"]["gpu_hours"] == pytest.approx(22 * 2 / 3600)
     days = report.build(records, EVENTS, PRICE, T0, T0 + 2 * 86400, by="day")
     assert days[0]["requests"] == 3 and days[0]["usd_billed"] == pytest.approx(0.2)
 
@@ -214,17 +218,27 @@ def test_report_table_fits_a_100_column_terminal_and_wide_has_every_column() -> 
 
 
 def test_report_table_shows_hand_computed_values() -> None:
+    """The example in docs/accounting.md: started 0-10, ready 10-60, sleeping 60-100, stopped after."""
     records = [
-        rec(10, 20, 200, key="a", prompt_image_tokens=150, image_tokens_saved=90, cold_start_wait_s=8.0),
+        # a arrives at 2, waits 8 s for the start, runs 10-30; b runs 20-40; c is refused (no replica)
+        rec(2, 28, 200, key="a", prompt_image_tokens=150, image_tokens_saved=90, cold_start_wait_s=8.0),
         rec(20, 20, 600, key="b", completion_tokens=40),
+        rec(50, 5, 100, key="a", status=429, replica=None),
     ]
     table = report.render_report(report.build(records, EVENTS, PRICE, T0, T0 + 200, by="pool"))
     lines = {line.split()[0] + str(i): line.split() for i, line in enumerate(table.splitlines()) if line}
     tokens, cost, cold = [v for k, v in lines.items() if k.startswith("TOTAL")]
-    assert tokens == ["TOTAL", "2", "0", "650", "150", "0", "40", "90"]
-    # billed 100 s x $0.002 = $0.20; always on 200 s = $0.40; busy 30 of 100 billed seconds
-    assert cost == ["TOTAL", "0.0556", "0.2000", "238.10", "30.0%", "0.0600", "0.4000", "0.2000", "50.0%"]
+    assert tokens == ["TOTAL", "3", "1", "750", "150", "0", "40", "90"]
+    # billed 100 s x $0.002 = $0.20 = 10 s cold start + 30 s busy (10-40) + 60 s idle (40-100);
+    # per Mtok 0.20 / 940 tokens; utilisation 30 / 100; ideal 30 s x $0.002; always on 200 s = $0.40
+    assert cost == ["TOTAL", "0.0556", "0.2000", "212.77", "30.0%", "0.0600", "0.4000", "0.2000", "50.0%"]
     assert cold == ["TOTAL", "1", "0", "1", "8.0000", "8.0000"]
+    # densities a 200 tokens / 20 s run = 10/s, b 640 / 20 s = 32/s: a alone 10-20 (10 s), 20-30 split
+    # 10:32, b alone 30-40 (10 s); a's wait 2-10 is nobody's. At $0.002/s:
+    a_s, b_s = 10 + 10 * 10 / 42, 10 + 10 * 32 / 42  # 12.381 s and 17.619 s
+    by_key = {r["group"]: r for r in report.build(records, EVENTS, PRICE, T0, T0 + 200, by="key")}
+    assert by_key["a"]["usd_billed"] == pytest.approx(a_s * 0.002)  # $0.0248
+    assert by_key["b"]["usd_billed"] == pytest.approx(b_s * 0.002)  # $0.0352
 
 
 def test_built_in_demo_config_carries_an_example_price() -> None:

@@ -142,15 +142,15 @@ def _pct(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def _row(group: str, recs: Sequence[Mapping[str, Any]], shares: Sequence[tuple[float, float]]) -> dict[str, Any]:
+def _row(group: str, recs: Sequence[Mapping[str, Any]], shares: Sequence[costs.Share]) -> dict[str, Any]:
     text = image = video = completion = saved = 0
     for r in recs:
         t, i, v, c = _tokens(r)
         text, image, video, completion = text + t, image + i, video + v, completion + c
         saved += r.get("image_tokens_saved") or 0
     waits = sorted(r["cold_start_wait_s"] for r in recs if r.get("cold_start_wait_s"))  # requests held
-    busy_s = sum(s[0] for s in shares)
-    usd = sum(s[1] for s in shares)
+    gpu_s = sum(s.gpu_s for s in shares)
+    usd = sum(s.usd for s in shares)
     return {
         "group": group,
         "requests": len(recs),
@@ -160,7 +160,7 @@ def _row(group: str, recs: Sequence[Mapping[str, Any]], shares: Sequence[tuple[f
         "prompt_video_tokens": video,
         "completion_tokens": completion,
         "image_tokens_saved": saved,
-        "gpu_hours": busy_s / 3600,
+        "gpu_hours": gpu_s / 3600,
         "usd_billed": usd,
         "usd_per_mtok": _per_mtok(usd, text + image + video + completion),
         "utilisation": None,
@@ -221,11 +221,14 @@ def build(
         day = since - since % 86400
         while day < until:
             lo, hi = max(day, since), min(day + 86400, until)
-            recs = [r for r in records if lo <= r["time"] < hi]
-            att = costs.attribute(recs, events, prices, lo, hi)
-            if recs or any(p.billed_s for p in att.pools.values()):
+            # a request that ran across midnight is busy on both days; its row is the day it started
+            live = [r for r in records if r["time"] < hi and r["time"] + (r.get("duration_s") or 0.0) > lo]
+            att = costs.attribute(live, events, prices, lo, hi)
+            mine = [i for i, r in enumerate(live) if r["time"] >= lo]
+            if mine or any(p.billed_s for p in att.pools.values()):
                 label = dt.datetime.fromtimestamp(day, dt.UTC).strftime("%Y-%m-%d")
-                rows.append(_with_pools(_row(label, recs, att.shares), list(att.pools.values())))
+                row = _row(label, [live[i] for i in mine], [att.shares[i] for i in mine])
+                rows.append(_with_pools(row, list(att.pools.values())))
             day += 86400
     else:
         att = costs.attribute(records, events, prices, since, until)

@@ -162,10 +162,14 @@ class Accounting:
         pool = record.pool or "-"
         end = self._in_flight.get(pool, 1)
         self._in_flight[pool] = end - 1
-        # The replica's price over the time held, shared with the requests in flight around it.
-        # Reports recompute the exact share from all records and events.
+        # The replica's price over the time the request ran on it (not its wait for a cold start, which
+        # is the pool's, nor anything when it never reached a replica), shared with the requests in
+        # flight around it. Reports recompute the exact share from all records and events (costs.py).
+        if record.replica is None:
+            return 0.0
+        ran_s = max(0.0, (record.duration_s or 0.0) - (record.cold_start_wait_s or 0.0))
         share = (record.concurrency + end) / 2
-        return self._usd_per_s.get(pool, 0.0) * (record.duration_s or 0.0) / max(1.0, share)
+        return self._usd_per_s.get(pool, 0.0) * ran_s / max(1.0, share)
 
     def row(self, record: RequestRecord, cost: float) -> dict[str, Any]:
         row: dict[str, Any] = {column: getattr(record, name) for column, name in RECORD_COLUMNS}
