@@ -153,8 +153,10 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
         assert 0 < row["ttft_s"] <= row["duration_s"]
         assert row["concurrency"] == 1  # one request at a time
         assert row["anomaly"] is False and row["gateway"]
-        # the estimate budgets count: the replica's price over the request's duration (alone on it)
-        assert row["cost_usd"] == pytest.approx(PRICE_PER_HOUR / 3600 * row["duration_s"], rel=1e-6)
+        # the estimate budgets count: the replica's price over the time the request ran on it (alone);
+        # its wait for a start is the pool's overhead, not the key's
+        ran_s = row["duration_s"] - (row["cold_start_wait_s"] or 0.0)
+        assert row["cost_usd"] == pytest.approx(PRICE_PER_HOUR / 3600 * ran_s, rel=1e-6)
 
     by_label = {saw["label"]: rows[rid] for rid, saw in seen.items()}
     # hand-computed Qwen3-VL image tokens: 640x480 = 20*15 pads + 2 markers, unchanged by the budget;

@@ -21,6 +21,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -84,6 +85,8 @@ class Gate:
         self.spend = budgets.Spend()
         self._rates: dict[str, _Rate] = {}
         self._last_refresh = float("-inf")
+        self._applied_seq = -1  # the confirmed sequence of the snapshot in use
+        self._reads: set[asyncio.Future[Any]] = set()  # database reads under way in worker threads
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -100,6 +103,11 @@ class Gate:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # A read in a worker thread cannot be cancelled: let it give its connection back before the engine
+        # is disposed (else the connection is dropped still open).
+        for reading in list(self._reads):
+            with contextlib.suppress(Exception):
+                await reading
 
     async def _run(self) -> None:
         while True:
@@ -122,7 +130,15 @@ class Gate:
             with engine.connect() as conn:
                 return keys.load_keys(engine), store.spend_by_key(conn, day0), store.spend_by_key(conn, month0)
 
-        loaded, day, month = await asyncio.to_thread(read)
+        reading = asyncio.ensure_future(asyncio.to_thread(read))
+        self._reads.add(reading)
+        reading.add_done_callback(self._reads.discard)
+        loaded, day, month = await asyncio.shield(reading)
+        # Two reads can overlap (the periodic one and one for an unknown key) and finish out of order; an
+        # older snapshot must not replace a newer one, whose local charges were already dropped.
+        if confirmed < self._applied_seq:
+            return
+        self._applied_seq = confirmed
         self.keys = loaded
         self.spend.replace_snapshot(day, month, day0, month0, confirmed)
 

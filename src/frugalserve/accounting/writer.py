@@ -397,7 +397,8 @@ class UsageWriter:
                 self.engine.dispose()  # connections to the old file must not be reused
                 _set_aside_stale_wal(path)
         if not self._schema_ready:
-            self.engine.dispose()
+            # No dispose here: other threads (the auth gate's refresh, reports) may hold pooled connections,
+            # and a disposed pool drops those still open.
             store.migrate(self.engine)
             if path is not None:
                 self._sqlite_identity = _file_identity(path)
