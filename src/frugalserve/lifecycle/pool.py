@@ -45,7 +45,7 @@ class _ManagedLease:
 
 
 class ManagedPool:
-    """A pool whose backend the gateway runs (``backend.command``); one replica for now."""
+    """A pool whose backend the gateway runs (``backend.command``), with one replica."""
 
     def __init__(
         self,
