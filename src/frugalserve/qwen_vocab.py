@@ -54,6 +54,24 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "</think>",  # 151668
 )
 SPECIAL_IDS: dict[str, int] = {tok: FIRST_SPECIAL_ID + i for i, tok in enumerate(SPECIAL_TOKENS)}
+# Added tokens that real Qwen3 / Qwen3-VL checkpoints mark "special": false, so decode keeps them in the
+# text (the engine's tool-call parser reads <tool_call> there); the others are dropped from answers.
+TEXT_TOKENS = frozenset(
+    {
+        "<tool_call>",
+        "</tool_call>",
+        "<|fim_prefix|>",
+        "<|fim_middle|>",
+        "<|fim_suffix|>",
+        "<|fim_pad|>",
+        "<|repo_name|>",
+        "<|file_sep|>",
+        "<tool_response>",
+        "</tool_response>",
+        "<think>",
+        "</think>",
+    }
+)
 # Real checkpoints pad the embedding matrix past the last special token.
 VOCAB_SIZE = 151936
 
@@ -104,7 +122,7 @@ def write_tokenizer_json(directory: str | Path) -> Path:
         ]
     )
     tok.decoder = tk_decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_special_tokens([AddedToken(t, special=t not in TEXT_TOKENS, normalized=False) for t in SPECIAL_TOKENS])
     for t, i in SPECIAL_IDS.items():
         got = tok.token_to_id(t)
         if got != i:

@@ -27,24 +27,6 @@ SEED = 1234
 # The default pixel limits of Qwen3-VL's image processor (and the gateway's smart_resize).
 IMAGE_SIZE = {"shortest_edge": 65536, "longest_edge": 16777216}
 VIDEO_SIZE = {"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32}
-# Added tokens that real Qwen3 / Qwen3-VL checkpoints mark "special": false, so decode keeps them in the
-# text (the engine's tool-call parser reads <tool_call> there); the others are dropped from answers.
-TEXT_TOKENS = frozenset(
-    {
-        "<tool_call>",
-        "</tool_call>",
-        "<|fim_prefix|>",
-        "<|fim_middle|>",
-        "<|fim_suffix|>",
-        "<|fim_pad|>",
-        "<|repo_name|>",
-        "<|file_sep|>",
-        "<tool_response>",
-        "</tool_response>",
-        "<think>",
-        "</think>",
-    }
-)
 
 
 def chat_template() -> str:
@@ -168,7 +150,7 @@ def _tokenizer_config() -> dict:
             "normalized": False,
             "rstrip": False,
             "single_word": False,
-            "special": t not in TEXT_TOKENS,
+            "special": t not in qwen_vocab.TEXT_TOKENS,
         }
         for t, i in qwen_vocab.SPECIAL_IDS.items()
     }
