@@ -316,19 +316,12 @@ def _percent(column: str, v: Any) -> str | None:
 
 
 def _short(column: str, v: Any) -> str:
-    """A narrow cell: counts and dollars above a million compacted (12.35M), ratios as percent."""
-    if v is None:
-        return "-"
-    pct = _percent(column, v)
-    if pct is not None:
-        return pct
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}" if abs(v) < 10_000_000 else _compact(v)
-    if isinstance(v, float):
-        if abs(v) >= 1e6:
-            return _compact(v)
-        return f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4f}"
-    return str(v)
+    """A narrow cell: as :func:`_cell`, with counts past ten million and dollars past a million compacted."""
+    is_int = isinstance(v, int) and not isinstance(v, bool)
+    large = (is_int and abs(v) >= 10_000_000) or (isinstance(v, float) and abs(v) >= 1e6)
+    if large and _percent(column, v) is None:
+        return _compact(v)
+    return _cell(column, v)
 
 
 def _fit_group(name: str) -> str:
