@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from tests import procs
 
 from frugalserve.budget.counting import TEMPLATE_PATH
 
@@ -99,3 +101,13 @@ def oracle() -> Any:
 def hf(oracle: Any) -> Any:
     """transformers' tokenizer (the independent one) with the published template."""
     return oracle.tokenizer()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real gateway process with one counted Qwen3-VL pool, in front of the fake upstream."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    with procs.fake_upstream(tmp) as up:
+        config = f"pools:\n  - {{name: vl, model: qwen3-vl, backend: {{url: '{up}'}}}}\n"
+        with procs.gateway(tmp, config) as (gw, _proc):
+            yield gw

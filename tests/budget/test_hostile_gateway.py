@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -19,15 +18,6 @@ from tests import procs
 from tests.budget.hostile_images import SEEDS, gif_cut_in_second_frame
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("hostile")
-    with procs.fake_upstream(tmp) as up:
-        config = f"pools:\n  - {{name: vl, model: qwen3-vl, backend: {{url: '{up}'}}}}\n"
-        with procs.gateway(tmp, config) as (gw, _proc):
-            yield gw
 
 
 def _client(gw: str) -> openai.OpenAI:

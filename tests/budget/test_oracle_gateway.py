@@ -5,7 +5,6 @@ tokenizer. The backend is the fake upstream (no GPU here); the gateway's own cou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,6 @@ TOOLS = [
         "function": {"name": "search", "description": "Web search", "parameters": {"type": "object"}},
     },
 ]
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("oracle-gateway")
-    with procs.fake_upstream(tmp) as up:
-        config = f"pools:\n  - {{name: vl, model: qwen3-vl, backend: {{url: '{up}'}}}}\n"
-        with procs.gateway(tmp, config) as (gw, _proc):
-            yield gw
 
 
 def _client(gw: str) -> openai.OpenAI:
