@@ -48,8 +48,8 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def as_api_error(exc: BaseException) -> APIError:
-    """What the client is told about ``exc``."""
+def _known(exc: BaseException) -> APIError | None:
+    """What the client is told about an error it may see; None for a bug."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, HTTPException):
@@ -58,20 +58,20 @@ def as_api_error(exc: BaseException) -> APIError:
         if exc.status_code == 405:
             return InvalidRequest("This method is not allowed on this route.", status=405, code="method_not_allowed")
         return InvalidRequest(str(exc.detail), status=exc.status_code)
-    return APIError("internal error")
+    return None
 
 
 def answer(exc: BaseException, rid: str) -> Response:
     """The response for ``exc``; unexpected exceptions are logged here, with the request id."""
-    error = as_api_error(exc)
-    if error is not exc and not isinstance(exc, HTTPException):
+    error = _known(exc)
+    if error is None:
         log.error("request %s failed", rid, exc_info=exc)
         error = APIError(f"internal error (request {rid})")
     return error_response(error, rid)
 
 
 async def starlette_handler(request: Request, exc: Exception) -> Response:
-    """Registered with Starlette for APIError, HTTPException and Exception: all go through :func:`answer`."""
+    """Registered with Starlette for APIError and HTTPException; the rest reaches :class:`Boundary`."""
     return answer(exc, request_id(request))
 
 
@@ -83,8 +83,7 @@ class Boundary:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
-        raw = headers.get(_REQUEST_ID_BYTES)
+        raw = next((v for k, v in scope.get("headers") or () if k == _REQUEST_ID_BYTES), None)
         rid = _sane_request_id(raw.decode("latin-1") if raw is not None else None)
         scope.setdefault("state", {})["request_id"] = rid
         started = False
