@@ -49,6 +49,11 @@ class GatewayConfig:
     access_log: bool = False
     # Resized images kept by content hash, so a repeated image is decoded and resized once.
     image_cache_mb: float = 256.0
+    # A body larger than this is parsed, counted and encoded in a worker process, never on the event loop
+    # (parsing 20 MB holds the loop for 50-110 ms); up to large_body_workers such bodies at once (0: none,
+    # every body is handled in the gateway process).
+    large_body_mb: float = 1.0
+    large_body_workers: int = 1
     # When set, GET /metrics needs "Authorization: Bearer <token>" (Prometheus: authorization.credentials).
     metrics_token: str | None = None
     # The listening socket's limits against slow and oversized clients (frugalserve.listener).
@@ -74,6 +79,10 @@ class GatewayConfig:
             raise ConfigError(f"{path}.shutdown_grace_s", "must be >= 0")
         if self.max_connections < 1:
             raise ConfigError(f"{path}.max_connections", "must be >= 1")
+        if self.large_body_mb < 0:
+            raise ConfigError(f"{path}.large_body_mb", "must be >= 0")
+        if self.large_body_workers < 0:
+            raise ConfigError(f"{path}.large_body_workers", "must be >= 0")
 
 
 @dataclass(frozen=True)

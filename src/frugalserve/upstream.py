@@ -12,7 +12,7 @@ the same ``send`` method.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,11 @@ from frugalserve.errors import UpstreamError, UpstreamTimeout
 _DROP_RESPONSE_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
 )
+
+
+_PIECE = 1 << 20
+# A request body: bytes, or pieces sent one after another (a large body is never joined into one object).
+Body = bytes | Sequence[bytes] | None
 
 
 class UpstreamResponse(Protocol):
@@ -39,7 +44,7 @@ class UpstreamResponse(Protocol):
 
 
 class Upstream(Protocol):
-    async def send(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> UpstreamResponse: ...
+    async def send(self, method: str, url: str, body: Body, headers: Mapping[str, str]) -> UpstreamResponse: ...
 
     async def aclose(self) -> None: ...
 
@@ -88,6 +93,14 @@ class _AiohttpResponse:
         self._resp.close()
 
 
+async def _pieces(body: Sequence[bytes]) -> AsyncIterator[bytes | memoryview]:
+    """A body in pieces of at most :data:`_PIECE` bytes (aiohttp writes one large bytes object in one call)."""
+    for piece in body:
+        view = memoryview(piece)
+        for start in range(0, len(view), _PIECE):
+            yield view[start : start + _PIECE]
+
+
 class HttpUpstream:
     """The aiohttp client shared by every pool of a gateway; create it inside the running event loop."""
 
@@ -100,10 +113,18 @@ class HttpUpstream:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
-    async def send(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> UpstreamResponse:
+    async def send(self, method: str, url: str, body: Body, headers: Mapping[str, str]) -> UpstreamResponse:
         t = self._timeouts
+        data: bytes | AsyncIterator[bytes | memoryview] | None = None
+        if body is not None:
+            pieces = (body,) if isinstance(body, bytes) else body
+            if len(pieces) == 1 and len(pieces[0]) <= _PIECE:
+                data = pieces[0]
+            else:  # streamed in pieces with their total length: the backend sees an ordinary body
+                data = _pieces(pieces)
+                headers = {**headers, "content-length": str(sum(map(len, pieces)))}
         try:
-            resp = await self._session.request(method, url, data=body, headers=headers, allow_redirects=False)
+            resp = await self._session.request(method, url, data=data, headers=headers, allow_redirects=False)
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamTimeout(f"the backend did not accept the connection within {t.connect_s:g} s") from exc
         except TimeoutError as exc:

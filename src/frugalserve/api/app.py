@@ -32,8 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frugalserve import qwen_vocab
 from frugalserve.accounting.auth import bearer_matches
+from frugalserve.accounting.keys import ApiKey
 from frugalserve.accounting.service import Accounting
-from frugalserve.api import admin, validate
+from frugalserve.api import admin, admission
 from frugalserve.api.boundary import REQUEST_ID_HEADER, Boundary, request_id, starlette_handler
 from frugalserve.api.call import Call
 from frugalserve.api.holding import HeldStreamResponse
@@ -47,9 +48,10 @@ from frugalserve.api.proxy import (
     sse_headers,
 )
 from frugalserve.api.recording import Recorder
+from frugalserve.api.worker import BodyWorkers
 from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.images import PreprocessCache
-from frugalserve.budget.prepare import Prepared, prepare_chat, prepare_completion
+from frugalserve.budget.prepare import Prepared
 from frugalserve.clock import Clock, SystemClock
 from frugalserve.config import Config
 from frugalserve.errors import APIError, AuthenticationFailed, NotFound, PayloadTooLarge, UpstreamError, UpstreamTimeout
@@ -59,7 +61,7 @@ from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
-from frugalserve.upstream import HttpUpstream, Timeouts, Upstream, UpstreamResponse
+from frugalserve.upstream import Body, HttpUpstream, Timeouts, Upstream, UpstreamResponse
 
 log = logging.getLogger("frugalserve.gateway")
 
@@ -111,6 +113,9 @@ class Gateway:
         self.max_body = int(gw.max_body_mb * 1024 * 1024)
         self.image_cache = PreprocessCache(gw.image_cache_mb)
         self.fetchers: dict[str, Fetcher] = {}
+        # Bodies larger than this are parsed, counted and encoded in a worker process (api/worker.py).
+        self.large_body = int(gw.large_body_mb * 1024 * 1024)
+        self.body_workers: BodyWorkers | None = None
         self._openapi: bytes | None = None  # rendered on first request
 
     # -- lifespan ------------------------------------------------------------------------------------
@@ -121,6 +126,10 @@ class Gateway:
             await asyncio.to_thread(qwen_vocab.encoding)
         self.upstream = self._upstream_factory()
         self.fetchers = {p.name: Fetcher(p.config.limits.fetch) for p in self.pools}
+        gw = self.config.gateway
+        if gw.large_body_workers:
+            counts = any(p.config.tokenizer != "none" for p in self.pools)
+            self.body_workers = BodyWorkers(gw.large_body_workers, gw.image_cache_mb, counts)
         await self.accounting.start()
         for pool in self.pools:
             await pool.start()
@@ -132,6 +141,8 @@ class Gateway:
             await self.upstream.aclose()
         for fetcher in self.fetchers.values():
             await fetcher.close()
+        if self.body_workers is not None:
+            await self.body_workers.aclose()
         await self.accounting.stop()  # after the pools: their last events and every record are written
 
     def on_forced_exit(self) -> None:
@@ -167,7 +178,8 @@ class Gateway:
 
     # -- the stages, in order ----------------------------------------------------------------------
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request) -> list[bytes]:
+        """The body in the pieces it arrived in (a large one goes to a worker without being joined here)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise PayloadTooLarge(self._too_large_message())
@@ -181,7 +193,7 @@ class Gateway:
                 parts.append(chunk)
         except ClientDisconnect:
             raise ClientGone() from None
-        return b"".join(parts)
+        return parts
 
     def _too_large_message(self) -> str:
         return f"The request body is larger than the limit of {self.config.gateway.max_body_mb:g} MB."
@@ -190,24 +202,29 @@ class Gateway:
         """Read and check the body, authenticate, find the pool, count and cap the prompt."""
         # Who is asking comes first: without a valid key, a caller learns nothing (not even which models exist).
         key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
-        data = validate.parse_json(await self._read_body(request))
-        record.model = validate.chat(data) if kind == "chat" else validate.completion(data)
-        pool = self.pools.resolve(record.model)
+        pieces = await self._read_body(request)
+        if self.body_workers is not None and sum(map(len, pieces)) > self.large_body:
+            async with self.body_workers.exchange() as worker:
+                pool = self._authorize(record, key, await worker.parse(kind, pieces))
+                del pieces
+                shaped = await worker.shape(pool.config)
+        else:
+            data, model = admission.parse(kind, b"".join(pieces))
+            pool = self._authorize(record, key, model)
+            shaped = await admission.shape(kind, data, pool.config, self.fetchers[pool.name], self.image_cache)
+        record.stream = shaped.stream
+        if shaped.prepared is not None:
+            self._count(pool, shaped.prepared, record)
+        return Call(request, record, pool, path, shaped.body, shaped.stream, shaped.client_wants_usage, shaped.prepared)
+
+    def _authorize(self, record: RequestRecord, key: ApiKey | None, model: str) -> Pool:
+        """The pool that serves ``model``, once the key may use it (budget and rates included)."""
+        record.model = model
+        pool = self.pools.resolve(model)
         record.pool = pool.name
         self.recorder.admitted(record)
         self.accounting.admit(key, record)
-        if kind == "chat":
-            counted = pool.config.tokenizer != "none"
-            validate.messages(data, validate.COUNTED_PARTS if counted else validate.ALL_PARTS)
-        record.stream = stream = bool(data.get("stream"))
-        client_wants_usage = False
-        if stream:
-            opts = data.get("stream_options") or {}
-            client_wants_usage = bool(opts.get("include_usage"))
-            data["stream_options"] = {**opts, "include_usage": True}
-        data["model"] = pool.config.served_model
-        prepared = await self._prepare(pool, kind, data, record)
-        return Call(request, record, pool, path, data, stream, client_wants_usage, prepared)
+        return pool
 
     async def _dispatch(self, call: Call) -> ASGIApp:
         """Hold while the pool is cold (streams get their headers and keep-alives at once), then forward."""
@@ -215,15 +232,8 @@ class Gateway:
             return HeldStreamResponse(call, self._forward, self.recorder, self.clock, _answer_headers(call))
         return await self._forward(call, await call.pool.acquire())
 
-    async def _prepare(self, pool: Pool, kind: str, data: dict[str, Any], record: RequestRecord) -> Prepared | None:
-        """Count the prompt exactly and apply the pool's budgets (rewrites images and max_tokens in place)."""
-        if pool.config.tokenizer == "none":
-            return None
-        limits = pool.config.limits
-        if kind == "chat":
-            prepared = await prepare_chat(data, limits, self.fetchers[pool.name], self.image_cache)
-        else:
-            prepared = await prepare_completion(data, limits)
+    def _count(self, pool: Pool, prepared: Prepared, record: RequestRecord) -> None:
+        """What the budget stage counted, into the record and /metrics."""
         prepared.fill(record)
         m = self.metrics
         for kind_name, n in (
@@ -237,7 +247,6 @@ class Gateway:
             m.tokens_saved.labels(pool.name).inc(prepared.image_tokens_saved)
         if prepared.max_tokens_clamped:
             m.max_tokens_clamped.labels(pool.name).inc()
-        return prepared
 
     async def _forward(self, call: Call, lease: Lease) -> ASGIApp:
         """Send the call to the leased replica; the lease is released when the response ends."""
@@ -248,13 +257,13 @@ class Gateway:
             if lease.waited_s:
                 record.cold_start_wait_s = lease.waited_s
             headers = {"content-type": "application/json", REQUEST_ID_HEADER: record.request_id, **target.headers}
-            upstream = await self._send(call, target.base_url + call.path, orjson.dumps(call.data), headers)
+            upstream = await self._send(call, target.base_url + call.path, call.body, headers)
         except BaseException:
             lease.release()
             raise
         return await self._respond(call, lease, upstream)
 
-    async def _send(self, call: Call, url: str, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
+    async def _send(self, call: Call, url: str, body: Body, headers: dict[str, str]) -> UpstreamResponse:
         assert self.upstream is not None, "gateway not started"
         pool = call.pool.name
         try:

@@ -2,14 +2,14 @@
 
 :class:`Call` replaces the long argument lists the stages used to pass along: the stages before dispatch
 fill it (validate, authenticate, resolve the pool, prepare the budget), the stages after read it (hold,
-forward, respond, record).
+forward, respond, record). The body is already encoded: a large one was parsed and encoded in a worker
+process (:mod:`frugalserve.api.worker`) and is kept in the pieces the worker sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp
@@ -25,7 +25,7 @@ class Call:
     record: RequestRecord
     pool: Pool
     path: str  # the upstream path, e.g. /v1/chat/completions
-    data: dict[str, Any]  # the body as it will be sent (served model name, rewritten images, caps)
+    body: tuple[bytes, ...]  # the encoded body as it will be sent (served model name, rewritten images, caps)
     stream: bool
     client_wants_usage: bool  # the client asked for the usage chunk (the gateway always asks upstream)
     prepared: Prepared | None  # None for pools that count nothing (tokenizer: none)

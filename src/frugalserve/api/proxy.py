@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from frugalserve.errors import APIError, UpstreamError, UpstreamTimeout
 from frugalserve.pools import Lease
 from frugalserve.tasks import First, race
-from frugalserve.upstream import Upstream, UpstreamResponse
+from frugalserve.upstream import Body, Upstream, UpstreamResponse
 
 log = logging.getLogger("frugalserve.proxy")
 T = TypeVar("T")
@@ -291,7 +291,7 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 
 async def send_upstream(
-    upstream: Upstream, receive: Receive, pool: str, url: str, body: bytes, headers: Mapping[str, str]
+    upstream: Upstream, receive: Receive, pool: str, url: str, body: Body, headers: Mapping[str, str]
 ) -> UpstreamResponse:
     """Send the request; a client leaving meanwhile cancels it (:class:`ClientGone`)."""
     request_id = headers.get("x-request-id", "-")
