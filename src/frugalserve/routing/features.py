@@ -73,7 +73,7 @@ _CODE_LINE = re.compile(
 )
 _MATH = re.compile(
     r"\\(?:frac|sum|int|sqrt|lim|prod|partial|nabla|mathbb|mathbf|begin\{(?:equation|align|matrix|pmatrix)|"
-    r"cdot|infty|alpha|beta|gamma|theta|lambda|sigma|leq|geq|neq)\b"
+    r"cdot|infty|alpha|beta|gamma|theta|lambda|sigma|leq|geq|neq)(?![A-Za-z])"
     r"|\$\$|[∑∫√∞≈≠≤≥∂∇∏±÷]"
     r"|\b[a-zA-Z]\s*\^\s*[\d{(]|\b\d+\s*[-+*/^\u00d7]\s*\d+\s*="
     r"|\b(?:integral|derivative|equation|eigenvalues?|matrix|matrices|theorem|lemma|probability|polynomial|"
