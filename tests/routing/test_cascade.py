@@ -11,7 +11,11 @@ RULE = CascadeConfig(enabled=True)
 
 
 def answer(content: Any = "Paris.", finish: str = "stop", **message: Any) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content, **message}}]}
+    return {
+        "choices": [
+            {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content, **message}}
+        ]
+    }
 
 
 def test_a_plain_answer_is_kept() -> None:

@@ -247,7 +247,9 @@ def test_score_outside_warm_margin_wakes_its_tier() -> None:
 
 
 def test_warm_margin_does_not_override_a_hint() -> None:
-    r = decide(feats(tier_hint="L", code_blocks=3, math=3, json_schema=True), warm3(l={"state": "sleeping", "eta_s": 1.0}), CFG)
+    r = decide(
+        feats(tier_hint="L", code_blocks=3, math=3, json_schema=True), warm3(l={"state": "sleeping", "eta_s": 1.0}), CFG
+    )
     assert summary(r) == ("l", "L", "woke", "wake")
 
 

@@ -66,10 +66,10 @@ def test_signals_scan_a_bounded_window_of_a_huge_message() -> None:
     ("text", "code"),
     [
         ("Hello, how are you today? What is the weather like?", "en"),
-        ("你好，请帮我写一首关于秋天的诗", "zh"),
+        ("你好，请帮我写一首关于秋天的诗", "zh"),  # noqa: RUF001
         ("東京は日本の首都です。よろしくお願いします", "ja"),
         ("안녕하세요, 오늘 날씨가 어때요?", "ko"),
-        ("Привет, как дела? Расскажи мне о погоде", "ru"),
+        ("Привет, как дела? Расскажи мне о погоде", "ru"),  # noqa: RUF001
         ("مرحبا، كيف حالك اليوم؟", "ar"),
         ("Bonjour, je voudrais une table pour deux dans le jardin", "fr"),
         ("Ich habe eine Frage: wie ist das Wetter und was ist die Lösung?", "de"),
@@ -82,7 +82,12 @@ def test_language_from_the_script_and_common_words(text: str, code: str) -> None
 
 
 def test_language_is_read_from_the_last_user_message() -> None:
-    body = {"messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "请解释一下"}]}
+    body = {
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "请解释一下"},
+        ]
+    }
     assert extract(body, Counts(), {}).language == "zh"
 
 
@@ -131,14 +136,19 @@ def test_session_from_header_then_user_then_the_opening_messages() -> None:
         Counts(),
         {},
     )
-    other = extract({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "bye"}]}, Counts(), {})
+    other = extract(
+        {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "bye"}]}, Counts(), {}
+    )
     assert first.session == later.session and first.session is not None and first.session.startswith("m:")
     assert other.session != first.session
 
 
 def test_affinity_is_the_first_images_hash_else_the_session() -> None:
     def body(url: str) -> dict[str, Any]:
-        return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}], "user": "u"}
+        return {
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+            "user": "u",
+        }
 
     a = extract(body("data:image/jpeg;base64," + "A" * 5000), Counts(), {}).affinity
     b = extract(body("data:image/jpeg;base64," + "A" * 2500 + "B" + "A" * 2499), Counts(), {}).affinity

@@ -35,8 +35,9 @@ def test_each_feature_adds_its_documented_contribution_largest_first() -> None:
 
 def test_contributions_are_capped() -> None:
     s = dict(
-        score(feats(image_tokens=50_000, images=20, videos=5, text_tokens=2000 * 2**12, depth=100, max_tokens=10**6), W)
-        .contributions
+        score(
+            feats(image_tokens=50_000, images=20, videos=5, text_tokens=2000 * 2**12, depth=100, max_tokens=10**6), W
+        ).contributions
     )
     assert s["image_tokens"] == pytest.approx(0.36)
     assert s["images"] == pytest.approx(0.30)
@@ -58,7 +59,9 @@ def test_tools_and_schema_and_strong_languages() -> None:
     assert score(feats(language="ar"), W).value == pytest.approx(0.10)
 
 
-@pytest.mark.parametrize(("value", "tier"), [(0.0, "S"), (0.2999, "S"), (0.30, "M"), (0.5999, "M"), (0.60, "L"), (9.0, "L")])
+@pytest.mark.parametrize(
+    ("value", "tier"), [(0.0, "S"), (0.2999, "S"), (0.30, "M"), (0.5999, "M"), (0.60, "L"), (9.0, "L")]
+)
 def test_thresholds_split_the_score_into_tiers(value: float, tier: str) -> None:
     assert tier_for(Score(value, ()), RoutingConfig()) == tier
 
