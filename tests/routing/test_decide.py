@@ -241,6 +241,12 @@ def test_score_within_warm_margin_takes_the_warm_tier_below_over_waking() -> Non
     assert summary(r) == ("m", "M", "spilled", "margin") and r.wanted == "L"
 
 
+def test_score_just_below_a_threshold_takes_the_warm_tier_above_even_when_spill_is_never() -> None:
+    near_l = feats(code_blocks=3, math=3, depth=8)  # 0.25 + 0.25 + 0.02 x 4 = 0.58: M, 0.02 below L
+    r = decide(near_l, warm3(m={"state": "sleeping"}), spill("never"))
+    assert summary(r) == ("l", "L", "spilled", "margin") and r.wanted == "M"
+
+
 def test_score_outside_warm_margin_wakes_its_tier() -> None:
     r = decide(AT_L, warm3(l={"state": "sleeping", "eta_s": 1.0}), cfg(warm_margin=0.0))
     assert summary(r) == ("l", "L", "woke", "wake")
@@ -269,7 +275,7 @@ def test_low_priority_with_every_tier_asleep_is_refused_with_retry_after() -> No
     views = snap(pv("s", "S", "sleeping", eta_s=2.0), pv("m", "M", "stopped"))
     with pytest.raises(ServiceUnavailable) as err:
         decide(feats(priority="low"), views, CFG)
-    assert err.value.code == "tier_asleep" and err.value.headers == {"Retry-After": "2"}
+    assert err.value.code == "wake_refused" and err.value.headers == {"Retry-After": "2"}
 
 
 def test_wake_over_the_priority_limit_goes_to_a_warm_tier() -> None:

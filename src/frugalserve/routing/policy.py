@@ -259,7 +259,7 @@ def _warmth(
         message = (
             f"waking a pool for this request would commit at least ${wakes[0][0]:.2f}, over the limit ${limit:.2f}"
         )
-    raise ServiceUnavailable(f"{message}. Retry in about {retry}s.", code="tier_asleep", headers={"Retry-After": retry})
+    raise ServiceUnavailable(f"{message}. Retry in about {retry}s.", code="wake_refused", headers={"Retry-After": retry})
 
 
 def _route(
@@ -361,7 +361,7 @@ def _margin_neighbours(value: float, want: int, cfg: RoutingConfig) -> list[int]
     out = []
     if want > 0 and value - cfg.thresholds[want - 1] < cfg.warm_margin:
         out.append(want - 1)
-    if want < len(cfg.thresholds) and cfg.thresholds[want] - value <= cfg.warm_margin:
+    if want < len(cfg.thresholds) and cfg.thresholds[want] - value < cfg.warm_margin:
         out.append(want + 1)
     return out
 
