@@ -115,19 +115,22 @@ _SCRIPTS = (
 )
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _WORD = re.compile(r"[a-z\u00e0-\u00ff]+")
-# Latin-script languages, told apart by their commonest short words (a word may count for several).
-_STOPWORDS: dict[str, tuple[str, ...]] = {}
-for _code, _words in (
+# Latin-script languages, told apart by their commonest short words.
+_LATIN_WORDS = (
     ("en", "the and is are of to what how with this that you"),
     ("fr", "le la les et est des une pour que avec dans vous"),
     ("de", "der die das und ist nicht mit ein eine ich sie wie"),
     ("es", "el los las y es una por para que con del cómo"),
     ("pt", "os as e é um uma para com não do da você"),
     ("it", "il gli e è un una per che con non della sono"),
-):
-    for _w in _words.split():
-        _STOPWORDS[_w] = (*_STOPWORDS.get(_w, ()), _code)
-_LATIN_ORDER = ("en", "fr", "de", "es", "pt", "it")  # a tie goes to the first
+)
+# word -> the languages it counts for (a word may count for several)
+_STOPWORDS: Mapping[str, tuple[str, ...]] = {
+    word: tuple(code for code, words in _LATIN_WORDS if word in words.split())
+    for _, words in _LATIN_WORDS
+    for word in words.split()
+}
+_LATIN_ORDER = tuple(code for code, _ in _LATIN_WORDS)  # a tie goes to the first
 
 
 def extract(body: Mapping[str, Any], counts: Counts, headers: Mapping[str, str]) -> Features:

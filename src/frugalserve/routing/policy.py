@@ -259,7 +259,9 @@ def _warmth(
         message = (
             f"waking a pool for this request would commit at least ${wakes[0][0]:.2f}, over the limit ${limit:.2f}"
         )
-    raise ServiceUnavailable(f"{message}. Retry in about {retry}s.", code="wake_refused", headers={"Retry-After": retry})
+    raise ServiceUnavailable(
+        f"{message}. Retry in about {retry}s.", code="wake_refused", headers={"Retry-After": retry}
+    )
 
 
 def _route(
