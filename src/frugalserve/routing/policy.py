@@ -138,7 +138,7 @@ def decide(
             param="model",
             code="no_tier",
         )
-    fits = [(_fit(v, features, cfg), v) for v in routed]
+    fits = [(fit_grade(v, features, cfg), v) for v in routed]
     best_fit = max(grade for grade, _ in fits)
     if best_fit == 0:
         raise _no_fit(features, routed)
@@ -291,7 +291,7 @@ def _route(
 # the rules' arithmetic
 
 
-def _fit(v: PoolView, f: Features, cfg: RoutingConfig) -> int:
+def fit_grade(v: PoolView, f: Features, cfg: RoutingConfig) -> int:
     """2: serves the request as asked; 1: serves it with a shorter answer than asked or reserved
     (clamped); 0: its backend path would answer 400."""
     if not _accepts_media(v, f):
