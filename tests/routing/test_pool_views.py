@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,7 +17,10 @@ from frugalserve.events import RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import ManagedPool
 from frugalserve.pools import StaticPool
+from frugalserve.routing.policy import decide
+from frugalserve.routing.snapshot import idle_snapshot
 from tests.lifecycle.fakes import FakeProvisioner
+from tests.routing.helpers import LARGE, SMALL, feats
 
 
 def test_static_pool_is_external_and_counts_its_requests_in_flight() -> None:
@@ -123,3 +127,12 @@ async def test_failed_pool_view_adds_the_restart_backoff(world: World) -> None:
     v = pool.view(world.clock.monotonic())
     # two failures in a row: the next start waits 4 s (restart_backoff_s), then a 20 s default start
     assert v.state == "failed" and v.eta_s == pytest.approx(24.0, abs=0.3)
+
+
+def test_idle_snapshot_routes_on_score_and_fit_alone() -> None:
+    c = cfg.load_file(Path(__file__).resolve().parents[2] / "config.example.yaml")
+    snapshot = idle_snapshot(c.pools)
+    assert {v.state for v in snapshot.pools} == {"ready"} and {v.in_flight for v in snapshot.pools} == {0}
+    assert decide(SMALL, snapshot, c.routing).pool == "small"
+    assert decide(LARGE, snapshot, c.routing).pool == "large"
+    assert decide(feats(code_blocks=3, tools=True), snapshot, c.routing).pool == "vision"

@@ -7,7 +7,7 @@ is policy, not state: it lives in :class:`~frugalserve.routing.config.RoutingCon
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -112,6 +112,26 @@ def pool_view(
         min_warm_s=lc.min_warm_s,
         linger_s=min(idle) if idle else None,
     )
+
+
+def idle_snapshot(pools: Iterable[PoolConfig], now: float = 0.0) -> PoolsSnapshot:
+    """Every pool up with nothing in flight: the routing of a request on its own merits (score and fit
+    only), for evaluating the score on a labelled set and for the planner's first pass."""
+    views = tuple(
+        pool_view(
+            p,
+            state="ready",
+            replicas=1,
+            ready_replicas=1,
+            in_flight=0,
+            held=0,
+            eta_s=0.0,
+            start_s=DEFAULT_START_S,
+            wake_s=DEFAULT_WAKE_S[p.lifecycle.sleep_level],
+        )
+        for p in pools
+    )
+    return PoolsSnapshot(now, views)
 
 
 def mean_or(values: Sequence[float], default: float) -> float:
