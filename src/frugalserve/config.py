@@ -27,6 +27,7 @@ from frugalserve.accounting.config import AccountingConfig, AuthConfig
 from frugalserve.budget.limits import LimitsConfig
 from frugalserve.config_errors import ConfigError as ConfigError  # re-exported: its home before config_errors
 from frugalserve.lifecycle.config import LifecycleConfig
+from frugalserve.routing.config import RoutingConfig
 
 ENV_CONFIG = "FRUGALSERVE_CONFIG"
 T = typing.TypeVar("T")
@@ -179,12 +180,20 @@ class PoolConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     # Managed backends only: idle ladder, holding, prewarm (frugalserve.lifecycle.config).
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    # model "auto" (frugalserve.routing): the pool's tier (a name from routing.tiers); null: never chosen by auto.
+    tier: str | None = None
+    capacity: int = 16  # requests one replica serves at once (its batch); utilisation = in flight / capacity
+    modalities: tuple[Literal["text", "image", "video"], ...] = ("text", "image", "video")
 
     def validate(self, path: str) -> None:
         if not self.name:
             raise ConfigError(f"{path}.name", "must not be empty")
         if not self.model:
             raise ConfigError(f"{path}.model", "must not be empty")
+        if self.capacity < 1:
+            raise ConfigError(f"{path}.capacity", "must be >= 1")
+        if "text" not in self.modalities:
+            raise ConfigError(f"{path}.modalities", "must include 'text'")
 
     def validate_keys(self, path: str, given: frozenset[str]) -> None:
         # The idle ladder and holding act on processes the gateway runs; silently ignoring them would let a
@@ -204,6 +213,7 @@ class Config:
     devices: tuple[DeviceConfig, ...] = ()
     auth: AuthConfig = field(default_factory=AuthConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     # Where the config came from, for messages; not a YAML key.
     source: str = field(default="<built-in>", metadata={"internal": True})
 
@@ -223,6 +233,10 @@ class Config:
             device = pool.gpu.device
             if device is not None and device not in {d.name for d in self.devices}:
                 raise ConfigError(f"pools[{i}].gpu.device", f"unknown device {device!r} (declare it under devices:)")
+            if pool.tier is not None and pool.tier not in self.routing.tiers:
+                raise ConfigError(
+                    f"pools[{i}].tier", f"unknown tier {pool.tier!r} (routing.tiers: {', '.join(self.routing.tiers)})"
+                )
 
     def validate_keys(self, path: str, given: frozenset[str]) -> None:
         # A config without `pools:` is fine for `keys` and `report` (they need only the database); an empty

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from frugalserve.config import PoolConfig
 from frugalserve.errors import Conflict, NotFound
+from frugalserve.routing.snapshot import DEFAULT_START_S, DEFAULT_WAKE_S, PoolView, pool_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,10 @@ class Pool(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """State for GET /admin/pools."""
+        ...
+
+    def view(self, now: float) -> PoolView:
+        """The pool's live state for routing (frugalserve.routing.snapshot)."""
         ...
 
     async def wake(self, reason: str = "admin", wait: bool = False) -> None: ...
@@ -87,6 +92,20 @@ class StaticPool:
 
     def is_ready(self) -> bool:
         return True
+
+    def view(self, now: float) -> PoolView:
+        # Someone else runs it: always up, never started or woken by us.
+        return pool_view(
+            self.config,
+            state="external",
+            replicas=1,
+            ready_replicas=1,
+            in_flight=self.in_flight,
+            held=0,
+            eta_s=0.0,
+            start_s=DEFAULT_START_S,
+            wake_s=DEFAULT_WAKE_S[1],
+        )
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -21,10 +21,11 @@ from frugalserve.events import EventSink
 from frugalserve.lifecycle.cron import next_prewarm
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.metrics import LifecycleMetrics
-from frugalserve.lifecycle.policy import prewarm_due, start_eta
+from frugalserve.lifecycle.policy import prewarm_due, restart_delay, start_eta
 from frugalserve.lifecycle.provisioner import CommandProvisioner, Provisioner, within
 from frugalserve.lifecycle.replica import Replica
 from frugalserve.pools import Lease, Target
+from frugalserve.routing.snapshot import DEFAULT_WAKE_S, PoolState, PoolView, mean_or, pool_view
 
 log = logging.getLogger("frugalserve.lifecycle")
 
@@ -138,6 +139,42 @@ class ManagedPool:
             "device": self.device.name if self.device else None,
             "replicas": [r.describe()],
         }
+
+    def view(self, now: float) -> PoolView:
+        """The replica's state, its measured start and wake times, and what a request arriving now waits."""
+        r = self.replica
+        lc = self.config.lifecycle
+        start_s = mean_or(r.recent_starts["start"], min(self.config.backend.startup_timeout_s, 30.0))
+        wake_s = mean_or(r.recent_starts["wake"], DEFAULT_WAKE_S[lc.sleep_level])
+        elapsed = now - r.since
+        state: PoolState
+        if r.state == "ready":
+            state, eta = "ready", 0.0
+        elif r.state == "starting":
+            # A wake keeps the running process's URL; a start learns it only once the process is up.
+            state = "waking" if r.base_url else "starting"
+            eta = max(0.0, (wake_s if r.base_url else start_s) - elapsed)
+        elif r.state == "stopping":  # on its way down: a request waits for that, then brings it back
+            can_sleep = r.provisioner.can_sleep
+            state, eta = ("sleeping", wake_s) if can_sleep else ("stopped", start_s)
+        elif r.state == "failed":
+            backoff = restart_delay(r.failures, lc.restart_backoff_s, lc.restart_backoff_max_s)
+            state, eta = "failed", start_s + max(0.0, backoff - elapsed)
+        elif r.state == "sleeping":
+            state, eta = "sleeping", wake_s
+        else:
+            state, eta = "stopped", start_s
+        return pool_view(
+            self.config,
+            state=state,
+            replicas=1,
+            ready_replicas=1 if state == "ready" else 0,
+            in_flight=r.in_flight,
+            held=self.waiting,
+            eta_s=eta,
+            start_s=start_s,
+            wake_s=wake_s,
+        )
 
     # -- internals ---------------------------------------------------------------------------------
 
