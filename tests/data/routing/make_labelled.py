@@ -23,6 +23,7 @@ from builder import Collector, Item  # noqa: E402
 
 SEED = 20261121
 HOLDOUT = 0.27
+NO_MAX_TOKENS = 0.35
 OUT = HERE / "labelled.jsonl"
 
 
@@ -48,7 +49,16 @@ def build() -> list[Item]:
     ):
         family(c, rng)
     families_dialogue.hand_written(c)
+    drop_max_tokens(c.items, random.Random(SEED + 2))
     return split(c.items, random.Random(SEED + 1))
+
+
+def drop_max_tokens(items: list[Item], rng: random.Random) -> None:
+    """Many clients never send max_tokens: remove it from a seeded third of the items, whatever their tier,
+    so that the router cannot score well by reading the answer length the labeller wrote."""
+    for item in items:
+        if "max_tokens" in item["request"] and rng.random() < NO_MAX_TOKENS:
+            del item["request"]["max_tokens"]
 
 
 def split(items: list[Item], rng: random.Random) -> list[Item]:
