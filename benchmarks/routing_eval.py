@@ -31,6 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from frugalserve.routing.config import RoutingConfig, ScoreWeights
+from frugalserve.routing.features import extract
+from frugalserve.routing.policy import decide
+from frugalserve.routing.snapshot import PoolsSnapshot, PoolView
 from PIL import Image
 
 from frugalserve.api import validate
@@ -38,10 +42,6 @@ from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.limits import FetchLimits, LimitsConfig
 from frugalserve.budget.prepare import prepare_chat
 from frugalserve.errors import ContextLengthExceeded, InvalidRequest
-from frugalserve.routing.config import RoutingConfig, ScoreWeights
-from frugalserve.routing.features import extract
-from frugalserve.routing.policy import decide
-from frugalserve.routing.snapshot import PoolsSnapshot, PoolView
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "data" / "routing" / "labelled.jsonl"
 TIERS = ("S", "M", "L")
@@ -278,7 +278,6 @@ def risk(pairs: Iterable[tuple[str, str | None]]) -> dict[str, int]:
 
 
 def summarise(outcomes: Sequence[Outcome], deployment: Sequence[Tier] = DEPLOYMENT) -> dict[str, Any]:
-    tiers = {t.name: t for t in deployment}
 
     def agreement(group: Sequence[Outcome]) -> dict[str, Any]:
         hits = sum(o.routed == o.label for o in group)
@@ -342,17 +341,27 @@ def summarise(outcomes: Sequence[Outcome], deployment: Sequence[Tier] = DEPLOYME
 
 
 def table(summary: Mapping[str, Any]) -> str:
-    lines = [f"{summary['items']} requests, routing config: {summary.get('config', '?')}", "", "agreement with the labels"]
+    lines = [
+        f"{summary['items']} requests, routing config: {summary.get('config', '?')}",
+        "",
+        "agreement with the labels",
+    ]
     for split, a in summary["agreement"].items():
         lines.append(f"  {split:<8} {a['agree']:>4}/{a['n']:<4} {a['rate']:.1%}")
-    lines += ["", "confusion (rows: label, columns: routed)", "        " + "".join(f"{c:>9}" for c in (*TIERS, "refused"))]
+    lines += [
+        "",
+        "confusion (rows: label, columns: routed)",
+        "        " + "".join(f"{c:>9}" for c in (*TIERS, "refused")),
+    ]
     for label, row in summary["confusion"].items():
         lines.append(f"  {label:<6}" + "".join(f"{row[c]:>9}" for c in (*TIERS, "refused")))
     lines += ["", "per category"]
     for cat, a in summary["categories"].items():
         lines.append(f"  {cat:<14} {a['agree']:>3}/{a['n']:<3} {a['rate']:.0%}")
     lines += ["", "GPU cost of the set (cost model: docs/routing-evaluation.md)"]
-    head = f"  {'strategy':<8} {'USD':>10} {'GPU-s':>9} {'$/1k req':>9} {'under':>6} {'L->S':>5} {'L->M':>5} {'M->S':>5}"
+    head = (
+        f"  {'strategy':<8} {'USD':>10} {'GPU-s':>9} {'$/1k req':>9} {'under':>6} {'L->S':>5} {'L->M':>5} {'M->S':>5}"
+    )
     lines += [head + f" {'over':>5} {'refused':>8}"]
     for name, c in summary["costs"].items():
         r = c["risk"]
@@ -363,7 +372,9 @@ def table(summary: Mapping[str, Any]) -> str:
     lines += ["", "actions: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["actions"].items()))]
     lines += ["", "disagreements (id: label -> routed, score, top features)"]
     for m in summary["misrouted"]:
-        lines.append(f"  {m['id']:<22} {m['label']} -> {m['routed'] or 'refused'}  {m['score']:.3f}  {', '.join(m['top'])}")
+        lines.append(
+            f"  {m['id']:<22} {m['label']} -> {m['routed'] or 'refused'}  {m['score']:.3f}  {', '.join(m['top'])}"
+        )
     return "\n".join(lines)
 
 

@@ -4,6 +4,8 @@ The text only has to be realistic in shape (sentence length, vocabulary, script)
 counts what a pasted document of that length costs; its content is generated from seeded templates.
 """
 
+# ruff: noqa: RUF001  (Chinese text uses full-width punctuation)
+
 from __future__ import annotations
 
 import random
@@ -118,14 +120,14 @@ def _clock(rng: random.Random) -> str:
 
 
 CODE = {
-    "py_median": '''def median(values):
+    "py_median": """def median(values):
     values.sort()
     n = len(values)
     if n % 2:
         return values[n // 2]
     return (values[n // 2] + values[n // 2 + 1]) / 2
-''',
-    "py_cache": '''import time
+""",
+    "py_cache": """import time
 
 _cache = {}
 
@@ -140,16 +142,16 @@ def expire():
     for key in _cache:
         if _cache[key].loaded_at < time.time() - 300:
             del _cache[key]
-''',
-    "js_debounce": '''function debounce(fn, ms) {
+""",
+    "js_debounce": """function debounce(fn, ms) {
   let timer;
   return function (...args) {
     clearTimeout(timer);
     timer = setTimeout(() => fn(args), ms);
   };
 }
-''',
-    "go_worker": '''func process(jobs []Job) []Result {
+""",
+    "go_worker": """func process(jobs []Job) []Result {
 	results := []Result{}
 	var wg sync.WaitGroup
 	for _, j := range jobs {
@@ -162,20 +164,20 @@ def expire():
 	wg.Wait()
 	return results
 }
-''',
-    "sql_report": '''SELECT c.name, SUM(o.total) AS revenue
+""",
+    "sql_report": """SELECT c.name, SUM(o.total) AS revenue
 FROM customers c
 LEFT JOIN orders o ON o.customer_id = c.id
 WHERE o.created_at >= '2025-01-01'
 GROUP BY c.name
 ORDER BY revenue DESC;
-''',
-    "rs_parse": '''fn parse_port(s: &str) -> u16 {
+""",
+    "rs_parse": """fn parse_port(s: &str) -> u16 {
     let n: u32 = s.trim().parse().unwrap();
     n as u16
 }
-''',
-    "py_async": '''import asyncio
+""",
+    "py_async": """import asyncio
 
 async def fetch_all(client, urls):
     results = []
@@ -183,8 +185,8 @@ async def fetch_all(client, urls):
         task = asyncio.create_task(client.get(url))
         results.append(await task)
     return results
-''',
-    "ts_reducer": '''type State = { items: Item[]; total: number };
+""",
+    "ts_reducer": """type State = { items: Item[]; total: number };
 
 function reducer(state: State, action: Action): State {
   switch (action.type) {
@@ -196,7 +198,7 @@ function reducer(state: State, action: Action): State {
       return { ...state, items: state.items.filter((i) => i.id !== action.id) };
   }
 }
-''',
+""",
 }
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import families_chat  # noqa: E402
 import families_dialogue  # noqa: E402
+import families_images  # noqa: E402
+import families_photos  # noqa: E402
 import families_text  # noqa: E402
-import families_vision  # noqa: E402
 from builder import Collector, Item  # noqa: E402
 
 SEED = 20261121
@@ -31,19 +33,19 @@ def build() -> list[Item]:
     rng = random.Random(SEED)
     c = Collector()
     for family in (
-        families_vision.chit_chat,
-        families_vision.factual,
-        families_vision.screenshots,
-        families_vision.charts,
-        families_vision.scans,
-        families_vision.photos,
-        families_vision.multi_image,
+        families_chat.chit_chat,
+        families_chat.factual,
+        families_images.screenshots,
+        families_images.charts,
+        families_images.scans,
+        families_photos.photos,
+        families_photos.multi_image,
         families_text.code,
         families_text.math,
         families_text.long_documents,
         families_text.tools,
-        families_text.translation,
-        families_text.multilingual,
+        families_chat.translation,
+        families_chat.multilingual,
         families_dialogue.multi_turn,
         families_dialogue.more,
     ):
