@@ -297,7 +297,7 @@ def summarise(outcomes: Sequence[Outcome], deployment: Sequence[Tier] = DEPLOYME
         prompt plus answer does not fit that tier's context goes to the next tier that fits."""
         usd = seconds = 0.0
         moved = 0
-        pairs = []
+        pairs: list[tuple[str, str | None]] = []
         for o in outcomes:
             name = choose(o)
             if name is None:
