@@ -191,12 +191,12 @@ def hand_written(c: Collector) -> None:
         "factual",
         "en",
         "L",
-        "Short prompt that hides a hard counting/logic puzzle: the text is tiny but the reasoning is not, L.",
+        "Short prompt that hides a logic puzzle with a proof: the text is tiny but the reasoning is not, L.",
         body(
             user(
-                "A bat and a ball cost $1.10 together... no wait, harder: three boxes are "
-                "mislabeled apples, oranges, mixed. You may draw one fruit from one box. "
-                "How do you relabel all boxes? Prove it always works."
+                "Three boxes are labelled apples, oranges and mixed, and every label is wrong. You may "
+                "draw one fruit from one box without looking inside. How do you relabel all three? "
+                "Prove that it always works."
             )
         ),
         source=h,
