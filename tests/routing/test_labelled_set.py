@@ -136,9 +136,16 @@ def test_holdout_is_27_percent_and_stratified_by_category_and_tier(items: list[d
             assert 0.15 <= share <= 0.40, (category, tier, share)
 
 
-def test_generator_rewrites_the_same_file(items: list[dict[str, Any]]) -> None:
-    maker = _load("make_labelled", DATA / "make_labelled.py")
-    rebuilt = maker.build()
+def test_generator_rewrites_the_same_file(items: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The generator puts its folder on sys.path for its sibling modules (builder, corpus, families_*):
+    # undone after the test so that those generic names do not leak into other tests.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    try:
+        rebuilt = _load("make_labelled", DATA / "make_labelled.py").build()
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
     assert [json.dumps(i, ensure_ascii=False) for i in rebuilt] == [json.dumps(i, ensure_ascii=False) for i in items]
 
 
