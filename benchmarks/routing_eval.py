@@ -31,10 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from frugalserve.routing.config import RoutingConfig, ScoreWeights
-from frugalserve.routing.features import extract
-from frugalserve.routing.policy import decide
-from frugalserve.routing.snapshot import PoolsSnapshot, PoolView
 from PIL import Image
 
 from frugalserve.api import validate
@@ -42,6 +38,10 @@ from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.limits import FetchLimits, LimitsConfig
 from frugalserve.budget.prepare import prepare_chat
 from frugalserve.errors import ContextLengthExceeded, InvalidRequest
+from frugalserve.routing.config import RoutingConfig, ScoreWeights
+from frugalserve.routing.features import extract
+from frugalserve.routing.policy import decide
+from frugalserve.routing.snapshot import PoolsSnapshot, PoolView
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "data" / "routing" / "labelled.jsonl"
 TIERS = ("S", "M", "L")

@@ -212,8 +212,10 @@ async def test_a_large_stream_a_completion_and_an_uncounted_pool_go_through_the_
         (lambda b: b["messages"][0].update(role="wizard"), 400, "messages[0].role", "invalid_value"),
         (
             lambda b: b["messages"][0].update(
-                content=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
-                + [{"type": "text", "text": long_text(1.1)}]
+                content=[
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "text", "text": long_text(1.1)},
+                ]
             ),
             400,
             "messages[0].content[0].image_url",
