@@ -185,7 +185,7 @@ async def test_harness_counts_image_tokens_exactly_and_routes_a_sample(
     crop = next(i for i in items if "image://screenshot-820x240-crop0" in i["images"])
     original = json.dumps(crop)
     sample = [crop, *[i for i in items if i["category"] == "chit-chat"][:2]]
-    outcomes = await harness.evaluate(sample, harness.PROPOSED)
+    outcomes = await harness.evaluate(sample)
     # 820x240 -> 832x256 (round to multiples of 32, half to even), 208 pads, + vision start and end.
     assert (outcomes[0].images, outcomes[0].image_tokens) == (1, 208 + 2)
     assert outcomes[0].prompt_tokens > outcomes[0].image_tokens
@@ -200,7 +200,10 @@ async def test_harness_counts_image_tokens_exactly_and_routes_a_sample(
 def holdout_outcomes(harness: ModuleType, items: list[dict[str, Any]]) -> list[Any]:
     import asyncio
 
-    return asyncio.run(harness.evaluate([i for i in items if i["split"] == "holdout"], harness.PROPOSED))
+    from frugalserve.routing.config import RoutingConfig
+
+    # The defaults, as shipped: what a deployment that sets no weights gets.
+    return asyncio.run(harness.evaluate([i for i in items if i["split"] == "holdout"], RoutingConfig()))
 
 
 def test_router_agrees_with_the_holdout_labels_above_the_floor(holdout_outcomes: list[Any]) -> None:

@@ -91,13 +91,16 @@ _MATH_WORDS = (
 )  # fmt: skip
 # Words that ask for multi-step work: proof, derivation, analysis, debugging, design, or a whole artefact
 # built and tested. Latin-script ones are whole words (not inside "improves"), and not an identifier
-# ("log.debug(", "debug_mode"); Chinese has no spaces between words, so a substring is the word.
+# ("log.debug(", "debug_mode"); Chinese has no spaces between words, so a substring is the word (实现,
+# "implement", is left out: it is also "achieve", common in business prose).
 _REASONING = re.compile(
-    r"(?<![\w.])(?:prove|proof|proofs|derive|derivation|step[ -]by[ -]step|explain why|analy[sz]e|analysis|"
-    r"debug|optimi[sz]e|refactor|trade-?offs?|architecture|evaluate|critique|root cause|rigorous(?:ly)?|"
-    r"implement|from scratch|with tests|unit tests|test (?:suite|harness))(?![\w(])"
+    r"(?<![\w.])(?:prov(?:e|ing)|proofs?|deriv(?:e|ing|ation)|step[ -]by[ -]step|explain why|analy[sz](?:e|ing)|"
+    r"analysis|debug(?:ging)?|optimi[sz](?:e|ing)|refactor(?:ing)?|trade-?offs?|architecture|evaluate|critique|"
+    r"root cause|rigorous(?:ly)?|implement|from scratch|with tests|unit tests|test (?:suite|harness))(?![\w(])"
 )
-_REASONING_CJK = ("证明", "推导", "分析", "为什么", "优化", "架构", "调试", "实现", "单元测试")
+_REASONING_CJK = (
+    "证明", "推导", "分析", "为什么", "优化", "架构", "调试", "重构", "权衡", "根本原因", "逐步", "单元测试",
+)  # fmt: skip
 
 
 def _signals(window: str) -> tuple[int, int]:
