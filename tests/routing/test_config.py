@@ -18,7 +18,7 @@ def load(text: str) -> cfg.Config:
 
 def test_defaults_are_three_tiers_and_pools_without_a_tier() -> None:
     c = load(f"pools: [{POOL}}}]")
-    assert c.routing.tiers == ("S", "M", "L") and c.routing.thresholds == (0.30, 0.60)
+    assert c.routing.tiers == ("S", "M", "L") and c.routing.thresholds == (0.20, 0.70)
     assert c.pools[0].tier is None and c.pools[0].capacity == 16
     assert c.routing.objective("M").slo_ms == 2000.0 and c.routing.spill_rule("M") == "up"
 
