@@ -21,7 +21,10 @@ Spill = Literal["up", "down", "never"]
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    """How much each request feature adds to the complexity score (0 = none; tiers split it by thresholds)."""
+    """How much each request feature adds to the complexity score (0 = none; tiers split it by thresholds).
+
+    The defaults (with RoutingConfig.thresholds) were chosen on the tune split of the labelled routing set
+    and checked on its holdout: docs/routing-evaluation.md, benchmarks/routing_tune.py."""
 
     image_tokens_per_1k: float = 0.25  # per 1,000 image tokens after resizing...
     image_tokens_max: float = 0.35  # ...up to this much
@@ -32,7 +35,7 @@ class ScoreWeights:
     long_prompt_max: float = 0.80  # ...up to this much
     code: float = 0.25  # code present (3 fenced blocks or code-like lines give the full weight)
     math: float = 0.25  # math notation present (3 signals give the full weight)
-    reasoning: float = 0.50  # asks to prove, derive, debug, analyse... (2 signals give the full weight)
+    reasoning: float = 0.50  # the ask says prove, derive, debug, implement... (2 signals give the full weight)
     tools: float = 0.10  # tools or functions given
     json_schema: float = 0.25  # response_format json_schema
     depth: float = 0.05  # per message beyond depth_free...
