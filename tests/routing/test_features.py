@@ -80,6 +80,9 @@ def test_reasoning_words_deep_inside_pasted_material_are_not_counted() -> None:
     # The ask itself is read at either end of the message: derive, prove
     assert extract(chat("Derive and prove the bound in:\n" + pasted), Counts(), {}).reasoning == 2
     assert extract(chat(pasted + "\nWhere does the proof fail?"), Counts(), {}).reasoning == 1
+    # Text parts are one message: the ask in the first part, the material in the second
+    parts = [{"type": "text", "text": "Analyse this log."}, {"type": "text", "text": pasted}]
+    assert extract({"messages": [{"role": "user", "content": parts}]}, Counts(), {}).reasoning == 1
 
 
 def test_reasoning_words_count_in_the_last_user_message_and_the_system_prompt_only() -> None:
