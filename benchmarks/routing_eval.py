@@ -1,7 +1,7 @@
 """Scores the router against the labelled set (issue 11, "Evaluation").
 
     PYTHONPATH=src python benchmarks/routing_eval.py [--split tune|holdout|all] [--format table|json]
-                                                     [--config proposed|default]
+                                                     [--config default|untuned]
 
 Each item of ``tests/data/routing/labelled.jsonl`` becomes the request a client would send: its image
 placeholders are rendered as PNGs of the stated size (deterministic pixels) and sent as data URLs. The
@@ -39,7 +39,7 @@ from frugalserve.budget.limits import FetchLimits, LimitsConfig
 from frugalserve.budget.prepare import prepare_chat
 from frugalserve.errors import ContextLengthExceeded, InvalidRequest
 from frugalserve.routing.config import RoutingConfig, ScoreWeights
-from frugalserve.routing.features import extract
+from frugalserve.routing.features import Features, extract
 from frugalserve.routing.policy import decide
 from frugalserve.routing.snapshot import PoolsSnapshot, PoolView
 
@@ -74,32 +74,29 @@ OUTPUT_DEFAULT = 400
 OUTPUT_CAP = 2048
 
 
-# Weights and thresholds proposed from the tune split only (docs/routing-evaluation.md says how they were
-# found); the fields not named keep RoutingConfig's defaults.
-PROPOSED = RoutingConfig(
-    thresholds=(0.20, 0.70),
+# The weights shipped before the evaluation (hand-set, never tuned), kept to show what tuning changed;
+# "default" is RoutingConfig() as shipped now (docs/routing-evaluation.md says how it was chosen).
+UNTUNED = RoutingConfig(
+    thresholds=(0.30, 0.60),
     weights=ScoreWeights(
-        image_tokens_per_1k=0.25,
-        image_tokens_max=0.35,
-        extra_image=0.15,
-        long_prompt=0.20,
-        long_prompt_tokens=1000,
-        long_prompt_max=0.80,
-        code=0.25,
-        math=0.25,
-        reasoning=0.50,
-        tools=0.10,
-        json_schema=0.25,
-        depth=0.05,
-        depth_free=4,
-        depth_max=0.30,
-        max_tokens=0.12,
-        max_tokens_free=256,
-        max_tokens_max=0.60,
-        language=0.15,
+        image_tokens_per_1k=0.12,
+        image_tokens_max=0.36,
+        extra_image=0.10,
+        long_prompt=0.15,
+        long_prompt_tokens=2000,
+        long_prompt_max=0.75,
+        reasoning=0.20,
+        tools=0.15,
+        json_schema=0.10,
+        depth=0.02,
+        depth_max=0.15,
+        max_tokens=0.10,
+        max_tokens_free=2000,
+        max_tokens_max=0.30,
+        language=0.10,
     ),
 )
-CONFIGS = {"proposed": PROPOSED, "default": RoutingConfig()}
+CONFIGS = {"default": RoutingConfig(), "untuned": UNTUNED}
 
 
 def snapshot(now: float = 0.0, deployment: Sequence[Tier] = DEPLOYMENT) -> PoolsSnapshot:
@@ -208,33 +205,59 @@ class Outcome:
     error: str | None = None
 
 
-async def route_item(
-    item: Mapping[str, Any],
-    fetcher: Fetcher,
-    cfg: RoutingConfig,
-    snap: PoolsSnapshot,
-    cache: dict[tuple[str, int, int], str] | None = None,
-) -> Outcome:
-    """One item through validate -> prepare_chat -> extract -> decide, as the gateway runs them."""
+@dataclass(frozen=True)
+class Measured:
+    """One item after the stages that do not depend on the routing config: what decide() is given."""
+
+    item: Mapping[str, Any]
+    features: Features
+    prompt_tokens: int
+    image_tokens: int
+    images: int
+    output_tokens: int
+
+
+async def measure(
+    item: Mapping[str, Any], fetcher: Fetcher, cache: dict[tuple[str, int, int], str] | None = None
+) -> Measured:
+    """One item through validate -> prepare_chat -> extract, as the gateway runs them."""
     body = materialise(item, cache)
     headers = {k.lower(): v for k, v in item.get("headers", {}).items()}
     validate.chat(body)
     validate.messages(body, validate.COUNTED_PARTS)
     prepared = await prepare_chat(body, LimitsConfig(), fetcher)
-    features = extract(body, prepared, headers)
+    return Measured(
+        item,
+        extract(body, prepared, headers),
+        prepared.prompt_tokens,
+        prepared.image_tokens,
+        prepared.images,
+        output_tokens(prepared.max_tokens_requested),
+    )
+
+
+async def measure_all(items: Iterable[Mapping[str, Any]]) -> list[Measured]:
+    cache: dict[tuple[str, int, int], str] = {}
+    async with Fetcher(FetchLimits(allow_http=False)) as fetcher:
+        return [await measure(item, fetcher, cache) for item in items]
+
+
+def route_measured(m: Measured, cfg: RoutingConfig, snap: PoolsSnapshot) -> Outcome:
+    """decide() on one measured item."""
+    item = m.item
     base = dict(
         id=item["id"],
         split=item["split"],
         category=item["category"],
         lang=item.get("lang", ""),
         label=item["tier"],
-        prompt_tokens=prepared.prompt_tokens,
-        image_tokens=prepared.image_tokens,
-        images=prepared.images,
-        output_tokens=output_tokens(prepared.max_tokens_requested),
+        prompt_tokens=m.prompt_tokens,
+        image_tokens=m.image_tokens,
+        images=m.images,
+        output_tokens=m.output_tokens,
     )
     try:
-        route = decide(features, snap, cfg)
+        route = decide(m.features, snap, cfg)
     except (ContextLengthExceeded, InvalidRequest) as exc:
         return Outcome(routed=None, action="refused", reason="fit", score=0.0, top_features=[], error=str(exc), **base)
     return Outcome(
@@ -252,9 +275,7 @@ async def evaluate(
 ) -> list[Outcome]:
     cfg = cfg or RoutingConfig()
     snap = snap or snapshot()
-    cache: dict[tuple[str, int, int], str] = {}
-    async with Fetcher(FetchLimits(allow_http=False)) as fetcher:
-        return [await route_item(item, fetcher, cfg, snap, cache) for item in items]
+    return [route_measured(m, cfg, snap) for m in await measure_all(items)]
 
 
 def _rank(tier: str | None) -> int:
@@ -382,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("tune", "holdout", "all"), default="all")
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--config", choices=tuple(CONFIGS), default="proposed", help="routing weights and thresholds")
+    parser.add_argument("--config", choices=tuple(CONFIGS), default="default", help="routing weights and thresholds")
     parser.add_argument("--data", type=Path, default=LABELLED)
     args = parser.parse_args(argv)
     outcomes = asyncio.run(evaluate(load(args.data, args.split), CONFIGS[args.config]))

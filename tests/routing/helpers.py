@@ -70,8 +70,8 @@ def warm3(**overrides: dict[str, Any]) -> PoolsSnapshot:
     return snap(*(pv(n, n.upper(), **overrides.get(n, {})) for n in ("s", "m", "l")))
 
 
-# Features whose score lands on a known tier with the default weights and thresholds (0.30, 0.60).
+# Features whose score lands on a known tier with the default weights and thresholds (0.20, 0.70).
 SMALL = feats()  # 0.0
-MEDIUM = feats(code_blocks=3, tools=True)  # 0.25 + 0.15 = 0.40
-LARGE = feats(code_blocks=3, math=3, reasoning=2)  # 0.25 + 0.25 + 0.20 = 0.70
-AT_L = feats(code_blocks=3, math=3, json_schema=True)  # 0.25 + 0.25 + 0.10 = 0.60: L, on the threshold
+MEDIUM = feats(code_blocks=3, tools=True)  # code 0.25 + tools 0.10 = 0.35
+LARGE = feats(code_blocks=3, math=3, reasoning=2)  # code 0.25 + math 0.25 + reasoning 0.50 = 1.00
+AT_L = feats(reasoning=2, depth=8)  # reasoning 0.50 + depth 0.05 x (8 - 4) = 0.70: L, on the threshold

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from frugalserve import config as cfg
+from frugalserve.routing.config import RoutingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "{name: a, model: m, backend: {url: 'http://127.0.0.1:9'}"
@@ -18,9 +19,16 @@ def load(text: str) -> cfg.Config:
 
 def test_defaults_are_three_tiers_and_pools_without_a_tier() -> None:
     c = load(f"pools: [{POOL}}}]")
-    assert c.routing.tiers == ("S", "M", "L") and c.routing.thresholds == (0.30, 0.60)
+    assert c.routing.tiers == ("S", "M", "L") and c.routing.thresholds == (0.20, 0.70)
     assert c.pools[0].tier is None and c.pools[0].capacity == 16
     assert c.routing.objective("M").slo_ms == 2000.0 and c.routing.spill_rule("M") == "up"
+
+
+def test_the_example_config_states_the_default_weights_and_thresholds() -> None:
+    # The example is where users read the defaults: it must not drift from RoutingConfig().
+    example = cfg.load_file(ROOT / "config.example.yaml").routing
+    assert example.weights == RoutingConfig().weights
+    assert example.thresholds == RoutingConfig().thresholds
 
 
 def test_the_example_config_routes_three_tiers() -> None:

@@ -1,6 +1,6 @@
 """decide(): table tests with hand-computed values, one rule at a time (docs/routing.md, "decide").
 
-Defaults unless a test says otherwise: tiers S < M < L, thresholds 0.30 / 0.60, slo_ms 2000, band
+Defaults unless a test says otherwise: tiers S < M < L, thresholds 0.20 / 0.70, slo_ms 2000, band
 0.5-0.65, service_s 8, spill up, pools of capacity 4 at $3.60/h ($0.001 a second), linger 300 s.
 """
 
@@ -42,9 +42,9 @@ def test_warm_tiers_serve_the_tier_the_score_asks_for(features: object, pool: st
 
 def test_route_detail_is_one_line_with_tier_pool_score_action_reason_and_top_features() -> None:
     r = decide(LARGE, warm3(l={"state": "sleeping"}), spill("down"))
-    # L asleep (30 s > 2 s), spill down to M, which is warm
-    assert r.detail == "tier=M pool=m score=0.700 action=spilled reason=spill_down wanted=L top=code,math,reasoning"
-    assert r.top_features == ("code", "math", "reasoning")
+    # L asleep (30 s > 2 s), spill down to M, which is warm; reasoning 0.50 before code and math 0.25 each
+    assert r.detail == "tier=M pool=m score=1.000 action=spilled reason=spill_down wanted=L top=reasoning,code,math"
+    assert r.top_features == ("reasoning", "code", "math")
 
 
 # -- exact fit ---------------------------------------------------------------------------------------
@@ -57,19 +57,20 @@ def test_prompt_plus_reserved_answer_over_the_small_cap_moves_up_to_the_next_tie
 
 
 def test_requested_max_tokens_that_a_clamping_tier_would_cut_moves_up() -> None:
-    r = decide(feats(max_tokens=8000), warm3(s={"max_new_tokens": 2048}), CFG)
+    # score 0.12 x log2(800 / 256) = 0.197: S, which would cut the answer to 512
+    r = decide(feats(max_tokens=800), warm3(s={"max_new_tokens": 512}), CFG)
     assert summary(r) == ("m", "M", "direct", "fit")
 
 
 def test_tier_whose_backend_would_answer_400_is_never_chosen_when_a_bigger_one_fits() -> None:
-    s = {"max_new_tokens": 1024, "clamps": False}  # max_tokens_policy: reject
-    r = decide(feats(max_tokens=2000), warm3(s=s), CFG)
+    s = {"max_new_tokens": 512, "clamps": False}  # max_tokens_policy: reject
+    r = decide(feats(max_tokens=600), warm3(s=s), CFG)  # score 0.12 x log2(600 / 256) = 0.147: S
     assert summary(r) == ("m", "M", "direct", "fit")
 
 
 def test_when_only_a_clamping_tier_remains_it_serves_with_a_shorter_answer() -> None:
-    views = snap(pv("s", "S", max_new_tokens=1024), pv("m", "M", max_new_tokens=1024))
-    assert summary(decide(feats(max_tokens=2000), views, CFG)) == ("s", "S", "direct", "score")
+    views = snap(pv("s", "S", max_new_tokens=512), pv("m", "M", max_new_tokens=512))
+    assert summary(decide(feats(max_tokens=600), views, CFG)) == ("s", "S", "direct", "score")  # 0.147: S
 
 
 def test_no_room_for_the_reserve_anywhere_still_fits_the_largest_context() -> None:
@@ -98,14 +99,14 @@ def test_images_skip_a_text_only_tier() -> None:
 
 
 def test_too_many_images_for_a_tier_skip_it() -> None:
-    r = decide(feats(images=2, image_tokens=100), warm3(s={"max_images": 1}), CFG)  # score 0.112: S
+    r = decide(feats(images=2, image_tokens=100), warm3(s={"max_images": 1}), CFG)  # 0.25 x 0.1 + 0.15 = 0.175: S
     assert summary(r) == ("m", "M", "direct", "fit")
 
 
 def test_fit_moves_down_only_when_no_bigger_tier_fits() -> None:
     views = warm3(m={"modalities": ("text",)}, l={"modalities": ("text",)})
     r = decide(feats(code_blocks=3, math=3, reasoning=2, videos=1, video_tokens=100), views, CFG)
-    # score 0.70 + 0.30 (video) = 1.00 wants L; only S takes video
+    # score 1.00 + 0.30 (video) = 1.30 wants L; only S takes video
     assert summary(r) == ("s", "S", "direct", "fit")
 
 
@@ -236,13 +237,13 @@ def test_saturated_tier_waits_in_its_queue_when_the_spill_target_is_above_its_ba
 
 
 def test_score_within_warm_margin_takes_the_warm_tier_below_over_waking() -> None:
-    # score 0.60 is 0.00 above the L threshold (margin 0.05); L would wake in 1 s, within the objective
+    # score 0.70 is 0.00 above the L threshold (margin 0.05); L would wake in 1 s, within the objective
     r = decide(AT_L, warm3(l={"state": "sleeping", "eta_s": 1.0}), CFG)
     assert summary(r) == ("m", "M", "spilled", "margin") and r.wanted == "L"
 
 
 def test_score_just_below_a_threshold_takes_the_warm_tier_above_even_when_spill_is_never() -> None:
-    near_l = feats(code_blocks=3, math=3, depth=8)  # 0.25 + 0.25 + 0.02 x 4 = 0.58: M, 0.02 below L
+    near_l = feats(reasoning=2, code_blocks=2)  # 0.50 + 0.25 x 2/3 = 0.667: M, 0.033 below L
     r = decide(near_l, warm3(m={"state": "sleeping"}), spill("never"))
     assert summary(r) == ("l", "L", "spilled", "margin") and r.wanted == "M"
 
@@ -254,7 +255,9 @@ def test_score_outside_warm_margin_wakes_its_tier() -> None:
 
 def test_warm_margin_does_not_override_a_hint() -> None:
     r = decide(
-        feats(tier_hint="L", code_blocks=3, math=3, json_schema=True), warm3(l={"state": "sleeping", "eta_s": 1.0}), CFG
+        feats(tier_hint="L", reasoning=2, depth=8),
+        warm3(l={"state": "sleeping", "eta_s": 1.0}),
+        CFG,  # 0.70, as AT_L
     )
     assert summary(r) == ("l", "L", "woke", "wake")
 
@@ -341,4 +344,4 @@ def test_every_reason_decide_returns_is_in_the_fixed_vocabulary() -> None:
 def test_pinned_route_explains_a_named_model_the_same_way() -> None:
     r = pin(pv("l", "L"), MEDIUM, CFG.weights)
     assert summary(r) == ("l", "L", "pinned", "pinned")
-    assert r.detail == "tier=L pool=l score=0.400 action=pinned reason=pinned top=code,tools"
+    assert r.detail == "tier=L pool=l score=0.350 action=pinned reason=pinned top=code,tools"

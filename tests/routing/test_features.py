@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from frugalserve.errors import InvalidRequest
-from frugalserve.routing.features import MESSAGE_WINDOW, extract, language
+from frugalserve.routing.features import ASK_HEAD, ASK_TAIL, MESSAGE_WINDOW, extract, language
 
 
 @dataclass
@@ -52,6 +52,58 @@ def test_math_notation_and_vocabulary_are_counted() -> None:
 
 def test_reasoning_words_are_counted() -> None:
     assert extract(chat("Prove it step by step, then analyze the trade-offs."), Counts(), {}).reasoning == 4
+
+
+def test_reasoning_words_count_as_whole_words_only() -> None:
+    # "improves" holds "prove", "disproof" holds "proof", "analysts" holds "analys": none is the word
+    text = "The new cache improves latency; a disproof was never found; analysts agree."
+    assert extract(chat(text), Counts(), {}).reasoning == 0
+    assert extract(chat("Prove it. Then, the proof."), Counts(), {}).reasoning == 2
+
+
+def test_a_reasoning_word_used_as_an_identifier_is_not_counted() -> None:
+    text = "Why is this slow?\n```python\nlog.debug(x)\nanalyze_later = debug_mode\n```"
+    assert extract(chat(text), Counts(), {}).reasoning == 0
+
+
+def test_cjk_reasoning_words_count_inside_running_text() -> None:
+    # No spaces between Chinese words: a substring is the word.
+    assert extract(chat("请证明这个不等式，并分析它何时取等号"), Counts(), {}).reasoning == 2  # noqa: RUF001
+
+
+def test_reasoning_words_deep_inside_pasted_material_are_not_counted() -> None:
+    filler = "The results hold for every dataset we tried. " * 60  # 2,700 characters, no reasoning word
+    middle = "We derive the bound and prove it. "
+    pasted = filler + middle + filler  # the words sit 2,700 characters in, past ASK_HEAD and ASK_TAIL
+    assert len(filler) > ASK_HEAD + ASK_TAIL
+    assert extract(chat("Summarise this paper in one paragraph.\n\n" + pasted), Counts(), {}).reasoning == 0
+    # The ask itself is read at either end of the message: derive, prove
+    assert extract(chat("Derive and prove the bound in:\n" + pasted), Counts(), {}).reasoning == 2
+    assert extract(chat(pasted + "\nWhere does the proof fail?"), Counts(), {}).reasoning == 1
+    # Text parts are one message: the ask in the first part, the material in the second
+    parts = [{"type": "text", "text": "Analyse this log."}, {"type": "text", "text": pasted}]
+    assert extract({"messages": [{"role": "user", "content": parts}]}, Counts(), {}).reasoning == 1
+
+
+def test_reasoning_words_count_in_the_last_user_message_and_the_system_prompt_only() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "Reason step by step."},
+            {"role": "user", "content": "Can you prove this lemma?"},
+            {"role": "assistant", "content": "Here is the proof. We derive it from the analysis."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Thanks. Now debug this:"}, {"type": "text", "text": "x=1"}],
+            },
+        ]
+    }
+    # "step by step" (system) and "debug" (last user); the earlier turns are context, not the ask
+    assert extract(body, Counts(), {}).reasoning == 2
+
+
+def test_work_asking_words_count_as_reasoning() -> None:
+    text = "Implement a B-tree from scratch in Rust, with tests."
+    assert extract(chat(text), Counts(), {}).reasoning == 3  # implement, from scratch, with tests
 
 
 def test_signals_scan_a_bounded_window_of_a_huge_message() -> None:

@@ -21,27 +21,30 @@ Spill = Literal["up", "down", "never"]
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    """How much each request feature adds to the complexity score (0 = none; tiers split it by thresholds)."""
+    """How much each request feature adds to the complexity score (0 = none; tiers split it by thresholds).
 
-    image_tokens_per_1k: float = 0.12  # per 1,000 image tokens after resizing...
-    image_tokens_max: float = 0.36  # ...up to this much
-    extra_image: float = 0.10  # per image beyond the first (comparisons), up to 3 extra
+    The defaults (with RoutingConfig.thresholds) were chosen on the tune split of the labelled routing set
+    and checked on its holdout: docs/routing-evaluation.md, benchmarks/routing_tune.py."""
+
+    image_tokens_per_1k: float = 0.25  # per 1,000 image tokens after resizing...
+    image_tokens_max: float = 0.35  # ...up to this much
+    extra_image: float = 0.15  # per image beyond the first (comparisons), up to 3 extra
     video: float = 0.30  # per video, up to 2
-    long_prompt: float = 0.15  # per doubling of text tokens above long_prompt_tokens...
-    long_prompt_tokens: int = 2000
-    long_prompt_max: float = 0.75  # ...up to this much
+    long_prompt: float = 0.20  # per doubling of text tokens above long_prompt_tokens...
+    long_prompt_tokens: int = 1000
+    long_prompt_max: float = 0.80  # ...up to this much
     code: float = 0.25  # code present (3 fenced blocks or code-like lines give the full weight)
     math: float = 0.25  # math notation present (3 signals give the full weight)
-    reasoning: float = 0.20  # asks to prove, derive, debug, analyse... (2 signals give the full weight)
-    tools: float = 0.15  # tools or functions given
-    json_schema: float = 0.10  # response_format json_schema
-    depth: float = 0.02  # per message beyond depth_free...
+    reasoning: float = 0.50  # the ask says prove, derive, debug, implement... (2 signals give the full weight)
+    tools: float = 0.10  # tools or functions given
+    json_schema: float = 0.25  # response_format json_schema
+    depth: float = 0.05  # per message beyond depth_free...
     depth_free: int = 4
-    depth_max: float = 0.15  # ...up to this much
-    max_tokens: float = 0.10  # per doubling of the requested max_tokens above max_tokens_free...
-    max_tokens_free: int = 2000
-    max_tokens_max: float = 0.30  # ...up to this much
-    language: float = 0.10  # the text is in a language outside strong_languages
+    depth_max: float = 0.30  # ...up to this much
+    max_tokens: float = 0.12  # per doubling of the requested max_tokens above max_tokens_free...
+    max_tokens_free: int = 256
+    max_tokens_max: float = 0.60  # ...up to this much
+    language: float = 0.15  # the text is in a language outside strong_languages
     strong_languages: tuple[str, ...] = ("en", "zh")  # languages the smallest tier handles as well as English
 
     def validate(self, path: str) -> None:
@@ -144,7 +147,7 @@ class RoutingConfig:
     """``model: "auto"``: the tier from the score, then fit, warmth, load and cost (docs/routing.md)."""
 
     tiers: tuple[str, ...] = ("S", "M", "L")  # smallest first
-    thresholds: tuple[float, ...] = (0.30, 0.60)  # score at which each next tier starts
+    thresholds: tuple[float, ...] = (0.20, 0.70)  # score at which each next tier starts
     warm_margin: float = 0.05  # a score this close to a threshold takes the warm side over a wake
     spill: Spill = "up"  # default rule when a tier is cold or saturated
     per_tier: tuple[TierObjective, ...] = ()

@@ -4,7 +4,9 @@
 are taken from that stage, never recounted. The text signals (code, math, reasoning words, language)
 come from regular expressions over bounded windows: at most :data:`MESSAGE_WINDOW` characters of each
 message (its head and tail) and :data:`TOTAL_WINDOW` characters in all, newest messages first, so a
-megabyte prompt costs the same as a 100 KB one.
+megabyte prompt costs the same as a 100 KB one. Reasoning words are read in the ask only (the head and
+tail of the last user message and of the system prompt): in pasted papers, code and earlier turns they
+describe the material, not the work asked for.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ SESSION_HEADER = "x-frugalserve-session"
 MESSAGE_WINDOW = 32 * 1024  # characters of one message scanned: the first 24 K and the last 8 K
 _HEAD = 24 * 1024
 TOTAL_WINDOW = 64 * 1024  # characters scanned over the whole request
+# The ask: an instruction opens its message ("Summarise this: <paper>") or closes it ("<code> Why does this
+# fail?"); a paragraph is under 1,000 characters, and what lies between the two ends is pasted material.
+ASK_HEAD = 1024
+ASK_TAIL = 512
 LANGUAGE_SAMPLE = 512  # characters of the last user message (else of any text) the language is read from
 SESSION_PREFIX = 4096  # characters of each opening message hashed into a session key
 _COUNT_CAP = 1000  # signal counts are capped: they only ever saturate a weight
@@ -83,22 +89,33 @@ _MATH_WORDS = (
     "integral", "derivative", "equation", "eigenvalue", "matrix", "matrices", "theorem", "lemma", "probability",
     "polynomial", "logarithm", "方程", "积分", "导数", "矩阵", "概率", "定理",
 )  # fmt: skip
-_REASONING_WORDS = (
-    "prove", "proof", "derive", "derivation", "step by step", "step-by-step", "explain why", "analyze", "analyse",
-    "analysis", "debug", "optimize", "optimise", "refactor", "trade-off", "tradeoff", "architecture", "evaluate",
-    "critique", "root cause", "rigorous", "证明", "推导", "分析", "为什么", "优化", "架构", "调试",
+# Words that ask for multi-step work: proof, derivation, analysis, debugging, design, or a whole artefact
+# built and tested. Latin-script ones are whole words (not inside "improves"), and not an identifier
+# ("log.debug(", "debug_mode"); Chinese has no spaces between words, so a substring is the word (实现,
+# "implement", is left out: it is also "achieve", common in business prose).
+_REASONING = re.compile(
+    r"(?<![\w.])(?:prov(?:e|ing)|proofs?|deriv(?:e|ing|ation)|step[ -]by[ -]step|explain why|analy[sz](?:e|ing)|"
+    r"analysis|debug(?:ging)?|optimi[sz](?:e|ing)|refactor(?:ing)?|trade-?offs?|architecture|evaluate|critique|"
+    r"root cause|rigorous(?:ly)?|implement|from scratch|with tests|unit tests|test (?:suite|harness))(?![\w(])"
+)
+_REASONING_CJK = (
+    "证明", "推导", "分析", "为什么", "优化", "架构", "调试", "重构", "权衡", "根本原因", "逐步", "单元测试",
 )  # fmt: skip
 
 
-def _signals(window: str) -> tuple[int, int, int]:
-    """(code, math, reasoning) signal counts of one window of text."""
-    lower = window.lower()
+def _signals(window: str) -> tuple[int, int]:
+    """(code, math) signal counts of one window of text."""
     code = window.count(_FENCE) // 2 + len(_CODE_LINE.findall("\n" + window))
     code += sum(window.count(e) for e in _CODE_ENDINGS) + window.endswith((";", "{"))
     math = len(_TEX.findall(window)) + len(_POWER.findall(window)) + len(_EQUATION.findall(window))
-    math += sum(window.count(m) for m in _MATH_MARKS) + sum(lower.count(w) for w in _MATH_WORDS)
-    reasoning = sum(lower.count(w) for w in _REASONING_WORDS)
-    return code, math, reasoning
+    math += sum(window.count(m) for m in _MATH_MARKS) + sum(window.lower().count(w) for w in _MATH_WORDS)
+    return code, math
+
+
+def _reasoning(ask: str) -> int:
+    """Reasoning words in the ask (:func:`_ask`): at most ASK_HEAD + ASK_TAIL characters."""
+    lower = ask.lower()
+    return len(_REASONING.findall(lower)) + sum(lower.count(w) for w in _REASONING_CJK)
 
 
 # Scripts, by Unicode block: the language follows the script with most characters.
@@ -147,17 +164,22 @@ def extract(body: Mapping[str, Any], counts: Counts, headers: Mapping[str, str])
     budget = TOTAL_WINDOW
     last_user: str | None = None
     any_text: str | None = None
+    asked = False  # the last user message's reasoning words are counted
     for message in reversed(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if (role == "user" and not asked) or role in ("system", "developer"):
+            reasoning += _reasoning(_ask(list(_texts(message))))
+            asked = asked or role == "user"
         if budget <= 0:
-            break
+            continue
         for text in _texts(message):
             window = _window(text, min(MESSAGE_WINDOW, budget))
             budget -= len(window)
             signals = _signals(window)
-            code, math, reasoning = code + signals[0], math + signals[1], reasoning + signals[2]
+            code, math = code + signals[0], math + signals[1]
             if any_text is None:
                 any_text = window
-            if last_user is None and isinstance(message, Mapping) and message.get("role") == "user":
+            if last_user is None and role == "user":
                 last_user = window
     tools = bool(body.get("tools") or body.get("functions"))
     fmt = body.get("response_format")
@@ -221,6 +243,28 @@ def _texts(message: Any) -> Iterator[str]:
                 yield part["text"]
             elif isinstance(part, str):
                 yield part
+
+
+def _ask(texts: list[str]) -> str:
+    """The first ASK_HEAD and last ASK_TAIL characters of a message's text parts joined by newlines,
+    without copying the middle of a long one."""
+    if sum(len(t) + 1 for t in texts) <= ASK_HEAD + ASK_TAIL + 1:
+        return "\n".join(texts)
+    head: list[str] = []
+    need = ASK_HEAD
+    for t in texts:
+        if need <= 0:
+            break
+        head.append(t[:need])
+        need -= len(t) + 1
+    tail: list[str] = []
+    need = ASK_TAIL
+    for t in reversed(texts):
+        if need <= 0:
+            break
+        tail.append(t[-need:])
+        need -= len(t) + 1
+    return "\n".join(head) + "\n" + "\n".join(reversed(tail))
 
 
 def _window(text: str, limit: int) -> str:
