@@ -15,7 +15,7 @@ longest round trip is the longest stall. Phases:
 Prints the probe's round trips (p50, p99, max) per phase; the target is no stall over 20 ms. The machine's
 load matters: the numbers are only as quiet as its other processes.
 
-    PYTHONPATH=src python benchmarks/loop_stall.py [--seconds 6] [--text-mb 15] [--image-mb 20]
+    PYTHONPATH=src python benchmarks/loop_stall.py [--seconds 6] [--text-mb 15] [--image-mb 20] [--large-body-workers 0]
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         procs.wait_http(upstream + "/health", proc=up)
         gw_port = procs.free_port()
         (tmp / "gw.yaml").write_text(
-            f"gateway: {{log_level: warning, max_body_mb: {max(args.text_mb, args.image_mb) * 1.2 + 1:.0f}}}\n"
+            f"gateway: {{log_level: warning, max_body_mb: {max(args.text_mb, args.image_mb) * 1.2 + 1:.0f},"
+            f" large_body_workers: {args.large_body_workers}}}\n"
             "pools:\n"
             f"  - {{name: vl, model: vl, backend: {{url: '{upstream}'}}}}\n"
             f"  - {{name: raw, model: raw, tokenizer: none, backend: {{url: '{upstream}'}}}}\n"
@@ -171,6 +172,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=6.0, help="probe time per phase")
     p.add_argument("--text-mb", type=float, default=15.0)
     p.add_argument("--image-mb", type=float, default=20.0, help="size of the data URL")
+    p.add_argument(
+        "--large-body-workers",
+        type=int,
+        default=1,
+        help="gateway.large_body_workers (0: parse in the gateway, as before)",
+    )
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     phases = asyncio.run(measure(args))
