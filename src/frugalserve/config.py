@@ -227,6 +227,8 @@ class Config:
             keys = [("name", pool.name), ("model", pool.model)]
             keys += [(f"aliases[{k}]", alias) for k, alias in enumerate(pool.aliases)]
             for key, value in keys:
+                if value == "auto":
+                    raise ConfigError(f"pools[{i}].{key}", "'auto' is reserved: it asks the router to choose a tier")
                 other = routed.setdefault(value, f"pools[{i}].{key}")
                 if not other.startswith(f"pools[{i}]."):
                     raise ConfigError(f"pools[{i}].{key}", f"{value!r} is already used by {other}")
@@ -237,6 +239,24 @@ class Config:
                 raise ConfigError(
                     f"pools[{i}].tier", f"unknown tier {pool.tier!r} (routing.tiers: {', '.join(self.routing.tiers)})"
                 )
+        self._validate_tiers()
+
+    def _validate_tiers(self) -> None:
+        """Model auto counts a request before it knows the pool, so the tiers must count it the same way."""
+        tiered = [(i, p) for i, p in enumerate(self.pools) if p.tier is not None]
+        for i, pool in tiered:
+            if pool.tokenizer == "none":
+                raise ConfigError(
+                    f"pools[{i}].tokenizer", "a pool with a tier must count its prompts (the router needs the counts)"
+                )
+            first_i, first = tiered[0]
+            for part in ("image", "fetch"):
+                if getattr(pool.limits, part) != getattr(first.limits, part):
+                    raise ConfigError(
+                        f"pools[{i}].limits.{part}",
+                        f"differs from pools[{first_i}].limits.{part}: pools with a tier share image and fetch limits, "
+                        "because model auto counts a request before it chooses the pool",
+                    )
 
     def validate_keys(self, path: str, given: frozenset[str]) -> None:
         # A config without `pools:` is fine for `keys` and `report` (they need only the database); an empty

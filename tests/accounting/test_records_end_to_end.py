@@ -127,7 +127,7 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
         same(row, "pool", headers["x-frugalserve-pool"])
         same(row, "replica", "demo-0")
         same(row, "tier", None)  # no routing tiers configured
-        same(row, "routing_reason", None)
+        same(row, "routing_reason", headers["x-frugalserve-route"])  # the line the client saw
         same(row, "stream", saw["stream"])
         same(row, "status", 200)
         same(row, "error_code", None)

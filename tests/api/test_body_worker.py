@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiohttp import web
 
 from frugalserve import config as cfg
 from frugalserve.api.app import Gateway, create_app
+from tests.api.conftest import Backend
 
 WORDS = "the quick brown fox jumps over a lazy dog while 42 cats count tokens; naïve café 東京 🙂".split()
 
@@ -36,61 +36,6 @@ def png_data_url(width: int, height: int) -> str:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), (120, 30, 200)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-class Backend:
-    """A model server on loopback that answers every chat and keeps what it was sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.lengths: list[str | None] = []
-        self.url = ""
-
-    async def answer(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.bodies.append(body)
-        self.lengths.append(request.headers.get("content-length"))
-        data = orjson.loads(body)
-        usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
-        if data.get("stream"):
-            chunk = {"id": "c", "object": "chat.completion.chunk", "model": data["model"], "choices": []}
-            events = [
-                {**chunk, "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]},
-                {**chunk, "usage": usage},
-            ]
-            text = "".join(f"data: {orjson.dumps(e).decode()}\n\n" for e in events) + "data: [DONE]\n\n"
-            return web.Response(text=text, content_type="text/event-stream")
-        message = {"role": "assistant", "content": "ok"}
-        obj = (
-            "text_completion" if request.path.endswith("/completions") and "messages" not in data else "chat.completion"
-        )
-        return web.json_response(
-            {
-                "id": "x",
-                "object": obj,
-                "model": data["model"],
-                "choices": [{"index": 0, "message": message}],
-                "usage": usage,
-            }
-        )
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    b = Backend()
-    app = web.Application(client_max_size=100 * 1024 * 1024)
-    app.router.add_post("/v1/chat/completions", b.answer)
-    app.router.add_post("/v1/completions", b.answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    b.url = f"http://127.0.0.1:{port}"
-    try:
-        yield b
-    finally:
-        await runner.cleanup()
 
 
 def make_config(url: str, workers: int) -> cfg.Config:

@@ -34,6 +34,8 @@ class ApiKey:
     rpm: int | None = None
     tpm: int | None = None
     models: tuple[str, ...] | None = None  # None: every model
+    default_model: str | None = None  # for requests that name no model (e.g. "auto")
+    tiers: tuple[str, ...] | None = None  # the tiers model "auto" may route this key's requests to; None: all
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -79,8 +81,14 @@ def _row_to_key(row: sa.Row) -> ApiKey:
         budget_usd_per_month=m["budget_usd_per_month"],
         rpm=m["rpm"],
         tpm=m["tpm"],
-        models=tuple(x for x in models.split(",") if x) if models is not None else None,
+        models=_split(models),
+        default_model=m["default_model"],
+        tiers=_split(m["tiers"]),
     )
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    return tuple(x for x in value.split(",") if x) if value is not None else None
 
 
 def create_key(
@@ -93,6 +101,8 @@ def create_key(
     rpm: int | None = None,
     tpm: int | None = None,
     models: tuple[str, ...] | None = None,
+    default_model: str | None = None,
+    tiers: tuple[str, ...] | None = None,
 ) -> tuple[ApiKey, str]:
     """Store a new key; returns it with its secret, which is not kept anywhere."""
     key_id = secrets.token_hex(6)
@@ -108,6 +118,8 @@ def create_key(
         rpm=rpm,
         tpm=tpm,
         models=models,
+        default_model=default_model,
+        tiers=tiers,
     )
     with engine.begin() as conn:
         conn.execute(
@@ -122,6 +134,8 @@ def create_key(
                 rpm=rpm,
                 tpm=tpm,
                 models=",".join(models) if models is not None else None,
+                default_model=default_model,
+                tiers=",".join(tiers) if tiers is not None else None,
             )
         )
     return key, secret

@@ -130,9 +130,17 @@ class Accounting:
     def admit(self, key: ApiKey | None, record: RequestRecord) -> None:
         """Authorize the authenticated request (``key`` from ``gate.authenticate``) for its model (raises its
         403/429) and note it as in flight on its pool."""
+        self.authorize(key, record)
+        self.enter(record)
+
+    def authorize(self, key: ApiKey | None, record: RequestRecord) -> None:
+        """May ``key`` use ``record.model`` now (403, 429); ``model: "auto"`` is authorized before its pool is known."""
         if key is not None:
             record.key_id = key.id  # a 403 or 429 that follows is the key's too
             self.gate.authorize(key, record.model)
+
+    def enter(self, record: RequestRecord) -> None:
+        """Note the authorized request as in flight on its pool (until :meth:`submit`)."""
         pool = record.pool or "-"
         n = self._in_flight.get(pool, 0) + 1
         self._in_flight[pool] = n

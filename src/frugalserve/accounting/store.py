@@ -90,6 +90,8 @@ api_keys = sa.Table(
     sa.Column("rpm", sa.Integer),
     sa.Column("tpm", sa.Integer),
     sa.Column("models", sa.Text),  # comma-separated allow-list; NULL: every model
+    sa.Column("default_model", sa.String(200)),  # used when a request names no model
+    sa.Column("tiers", sa.Text),  # comma-separated tiers model "auto" may route to; NULL: every tier
 )
 
 

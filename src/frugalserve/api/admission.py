@@ -1,63 +1,94 @@
-"""What admission does to a request body, as two steps that run in the gateway or in a body worker.
+"""What admission does to a request body, in three steps that run in the gateway or in a body worker.
 
-:func:`parse` reads the JSON and checks the parameters every backend needs, which gives the model name;
-the gateway then finds the pool and authorizes the key. :func:`shape` does what that pool needs: checks the
-messages, asks upstream for usage, names the served model, counts and caps the prompt (the budget stage),
-and encodes the body that will be forwarded. A small body runs both steps on the event loop; a large one
-runs them in a worker process (:mod:`frugalserve.api.worker`), so that neither parsing nor encoding tens of
-megabytes ever holds the gateway's loop. Both paths call these same functions.
+1. :func:`parse` reads the JSON and checks the parameters every backend needs, which gives the model name;
+   the gateway then authorizes the key for it.
+2. :func:`count` checks the messages, asks upstream for usage, and counts the prompt exactly with a pool's
+   limits (the budget stage: images resized, duplicates dropped, caps applied). For ``model: "auto"`` it
+   counts with the tiers' shared image limits and no caps, and extracts the routing features; the gateway
+   then decides the pool (:mod:`frugalserve.routing`).
+3. :func:`encode` applies the chosen pool's caps (``auto`` only), names its served model, and encodes the
+   body that will be forwarded.
+
+A small body runs the steps on the event loop; a large one in a worker process (:mod:`frugalserve.api.worker`),
+so that neither parsing nor encoding tens of megabytes ever holds the gateway's loop. Both paths call
+these same functions, and what passes between the steps is small.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from frugalserve.api import validate
 from frugalserve.budget.images import PreprocessCache
-from frugalserve.budget.prepare import ImageSource, Prepared, prepare_chat, prepare_completion
+from frugalserve.budget.limits import LimitsConfig
+from frugalserve.budget.prepare import ImageSource, Prepared, apply_caps, prepare_chat, prepare_completion
 from frugalserve.config import PoolConfig
+from frugalserve.routing.features import Features, extract
 
-Kind = Literal["chat", "completion"]
+AUTO = "auto"  # the model name that asks the router to choose
 
 
 @dataclass(frozen=True, slots=True)
-class Shaped:
-    """A request ready to forward: what the later stages need to know, and the bytes to send."""
+class Counted:
+    """What counting found: for the record, the usage answer, and the router."""
 
     stream: bool
     client_wants_usage: bool  # the client asked for the usage chunk (the gateway always asks upstream)
     prepared: Prepared | None  # None for pools that count nothing (tokenizer: none)
-    body: tuple[bytes, ...]  # the encoded body, in pieces sent one after another
+    features: Features | None  # model "auto" only
 
 
-def parse(kind: str, body: bytes) -> tuple[dict[str, Any], str]:
-    """The body as JSON, with its parameters checked; and the model it names."""
+@dataclass(frozen=True, slots=True)
+class Counting:
+    """How to count: a pool's limits, or for ``auto`` the tiers' shared image limits without caps."""
+
+    limits: LimitsConfig
+    tokenizer: bool  # false: the pool counts nothing (tokenizer: none)
+    routing_headers: Mapping[str, str] | None = None  # set for auto: the features are extracted
+
+
+def parse(kind: str, body: bytes, default_model: str | None = None) -> tuple[dict[str, Any], str]:
+    """The body as JSON, with its parameters checked; and the model it names (or the key's default)."""
     data = validate.parse_json(body)
+    if default_model is not None and "model" not in data:
+        data["model"] = default_model
     model = validate.chat(data) if kind == "chat" else validate.completion(data)
     return data, model
 
 
-async def shape(
-    kind: str, data: dict[str, Any], pool: PoolConfig, fetcher: ImageSource, cache: PreprocessCache | None
-) -> Shaped:
-    """Check, count, cap and encode ``data`` (changed in place) for ``pool``."""
-    counted = pool.tokenizer != "none"
+async def count(
+    kind: str, data: dict[str, Any], how: Counting, fetcher: ImageSource, cache: PreprocessCache | None
+) -> Counted:
+    """Check and count ``data`` (changed in place: images, caps, stream options)."""
     if kind == "chat":
-        validate.messages(data, validate.COUNTED_PARTS if counted else validate.ALL_PARTS)
+        validate.messages(data, validate.COUNTED_PARTS if how.tokenizer else validate.ALL_PARTS)
     stream = bool(data.get("stream"))
     client_wants_usage = False
     if stream:
         opts = data.get("stream_options") or {}
         client_wants_usage = bool(opts.get("include_usage"))
         data["stream_options"] = {**opts, "include_usage": True}
-    data["model"] = pool.served_model
     prepared: Prepared | None = None
-    if counted:
+    if how.tokenizer:
         if kind == "chat":
-            prepared = await prepare_chat(data, pool.limits, fetcher, cache)
+            prepared = await prepare_chat(data, how.limits, fetcher, cache)
         else:
-            prepared = await prepare_completion(data, pool.limits)
-    return Shaped(stream, client_wants_usage, prepared, (orjson.dumps(data),))
+            prepared = await prepare_completion(data, how.limits)
+    features = None
+    if how.routing_headers is not None and prepared is not None:
+        features = extract(data, prepared, how.routing_headers)
+    return Counted(stream, client_wants_usage, prepared, features)
+
+
+def encode(
+    kind: str, data: dict[str, Any], pool: PoolConfig, prepared: Prepared | None, routed: bool
+) -> tuple[bytes, ...]:
+    """The body for ``pool``: its caps when the router chose it (counting had none), its served model name."""
+    if routed and prepared is not None:
+        apply_caps(data, prepared, pool.limits, "messages" if kind == "chat" else "prompt")
+    data["model"] = pool.served_model
+    return (orjson.dumps(data),)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from frugalserve.accounting.auth import bearer_matches
 from frugalserve.accounting.keys import ApiKey
 from frugalserve.accounting.service import Accounting
 from frugalserve.api import admin, admission
+from frugalserve.api.admission import AUTO, Counted, Counting
 from frugalserve.api.boundary import REQUEST_ID_HEADER, Boundary, request_id, starlette_handler
 from frugalserve.api.call import Call
 from frugalserve.api.holding import HeldStreamResponse
@@ -48,6 +49,7 @@ from frugalserve.api.proxy import (
     sse_headers,
 )
 from frugalserve.api.recording import Recorder
+from frugalserve.api.router import ROUTE_HEADER, Router
 from frugalserve.api.worker import BodyWorkers
 from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.images import PreprocessCache
@@ -61,6 +63,7 @@ from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
+from frugalserve.routing import policy
 from frugalserve.upstream import Body, HttpUpstream, Timeouts, Upstream, UpstreamResponse
 
 log = logging.getLogger("frugalserve.gateway")
@@ -103,6 +106,7 @@ class Gateway:
             managed = build_managed_pools(config, self.clock, self.events, self.lifecycle_metrics)
             pools = [managed.get(p.name) or StaticPool(p) for p in config.pools]
         self.pools = PoolSet(pools)
+        self.router = Router(config, self.pools, self.clock, self.metrics.registry)
         self.sink: RecordSink = sink or self.accounting
         self.recorder = Recorder(self.clock, self.metrics, self.sink)
         gw = config.gateway
@@ -199,32 +203,68 @@ class Gateway:
         return f"The request body is larger than the limit of {self.config.gateway.max_body_mb:g} MB."
 
     async def _admit(self, request: Request, kind: str, path: str, record: RequestRecord) -> Call:
-        """Read and check the body, authenticate, find the pool, count and cap the prompt."""
+        """Authenticate, read and check the body, authorize the key, count and cap the prompt, route ``auto``."""
         # Who is asking comes first: without a valid key, a caller learns nothing (not even which models exist).
         key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
         pieces = await self._read_body(request)
+        default = key.default_model if key is not None else None
+        prepared: Prepared | None
         if self.body_workers is not None and sum(map(len, pieces)) > self.large_body:
             async with self.body_workers.exchange() as worker:
-                pool = self._authorize(record, key, await worker.parse(kind, pieces))
+                model = await worker.parse(kind, pieces, default)
                 del pieces
-                shaped = await worker.shape(pool.config)
+                pinned, how = self._authorize(record, key, model, request.headers)
+                counted = await worker.count(how)
+                pool, route = self._route(record, key, pinned, counted)
+                prepared, body = await worker.encode(pool.config, pinned is None)
         else:
-            data, model = admission.parse(kind, b"".join(pieces))
-            pool = self._authorize(record, key, model)
-            shaped = await admission.shape(kind, data, pool.config, self.fetchers[pool.name], self.image_cache)
-        record.stream = shaped.stream
-        if shaped.prepared is not None:
-            self._count(pool, shaped.prepared, record)
-        return Call(request, record, pool, path, shaped.body, shaped.stream, shaped.client_wants_usage, shaped.prepared)
+            data, model = admission.parse(kind, b"".join(pieces), default)
+            pinned, how = self._authorize(record, key, model, request.headers)
+            fetcher = self.fetchers[pinned.name if pinned is not None else self.router.fetch_pool or ""]
+            counted = await admission.count(kind, data, how, fetcher, self.image_cache)
+            pool, route = self._route(record, key, pinned, counted)
+            prepared, body = (
+                counted.prepared,
+                admission.encode(kind, data, pool.config, counted.prepared, pinned is None),
+            )
+        record.stream = counted.stream
+        if prepared is not None:
+            self._count(pool, prepared, record)
+        return Call(request, record, pool, path, body, counted.stream, counted.client_wants_usage, prepared, route)
 
-    def _authorize(self, record: RequestRecord, key: ApiKey | None, model: str) -> Pool:
-        """The pool that serves ``model``, once the key may use it (budget and rates included)."""
+    def _authorize(
+        self, record: RequestRecord, key: ApiKey | None, model: str, headers: Mapping[str, str]
+    ) -> tuple[Pool | None, Counting]:
+        """The pool a named model pins (None for ``auto``), once the key may use it; and how to count."""
         record.model = model
+        if model == AUTO:
+            how = self.router.counting(headers)
+            self.accounting.authorize(key, record)
+            return None, how
         pool = self.pools.resolve(model)
+        self._enter(record, pool)
+        self.accounting.authorize(key, record)
+        return pool, Counting(pool.config.limits, pool.config.tokenizer != "none")
+
+    def _enter(self, record: RequestRecord, pool: Pool) -> None:
         record.pool = pool.name
         self.recorder.admitted(record)
-        self.accounting.admit(key, record)
-        return pool
+        self.accounting.enter(record)
+
+    def _route(
+        self, record: RequestRecord, key: ApiKey | None, pinned: Pool | None, counted: Counted
+    ) -> tuple[Pool, policy.Route]:
+        """The pinned pool explained, or the router's choice for ``auto`` (now in flight on it)."""
+        if pinned is None:
+            assert counted.features is not None, "auto is counted with features"
+            route = self.router.route(counted.features, key)
+            pool = self.pools.pools[route.pool]
+            self._enter(record, pool)
+        else:
+            pool, route = pinned, self.router.pinned(pinned)
+        record.tier = route.tier if pool.config.tier is not None else None
+        record.routing_reason = route.detail
+        return pool, route
 
     async def _dispatch(self, call: Call) -> ASGIApp:
         """Hold while the pool is cold (streams get their headers and keep-alives at once), then forward."""
@@ -313,12 +353,16 @@ class Gateway:
     async def _models_for(self, request: Request) -> list[dict[str, Any]]:
         """The models this caller may use (with auth on, a key is needed, as on OpenAI's API)."""
         key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
-        return [
+        models = [
             {"id": name, "object": "model", "created": 0, "owned_by": "frugalserve", "pool": pool.name}
             for pool in self.pools
             for name in (pool.config.model, *pool.config.aliases)
             if key is None or key.allows(name)
         ]
+        if self.router.tiered and (key is None or key.allows(AUTO)):
+            tiers = [t for t in self.config.routing.tiers if key is None or key.tiers is None or t in key.tiers]
+            models.append({"id": AUTO, "object": "model", "created": 0, "owned_by": "frugalserve", "tiers": tiers})
+        return models
 
     async def models(self, request: Request) -> Response:
         data = await self._models_for(request)
@@ -358,7 +402,7 @@ class Gateway:
 
 def _answer_headers(call: Call) -> dict[str, str]:
     """What every answer from a pool says about itself: the pool, the request id, what the gateway changed."""
-    headers = {POOL_HEADER: call.pool.name, REQUEST_ID_HEADER: call.record.request_id}
+    headers = {POOL_HEADER: call.pool.name, REQUEST_ID_HEADER: call.record.request_id, ROUTE_HEADER: call.route.detail}
     if call.prepared is not None and call.prepared.notes:
         headers[NOTES_HEADER] = "; ".join(call.prepared.notes)
     return headers

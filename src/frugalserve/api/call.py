@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from frugalserve.budget.prepare import Prepared
 from frugalserve.pools import Lease, Pool
 from frugalserve.records import RequestRecord
+from frugalserve.routing.policy import Route
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class Call:
     stream: bool
     client_wants_usage: bool  # the client asked for the usage chunk (the gateway always asks upstream)
     prepared: Prepared | None  # None for pools that count nothing (tokenizer: none)
+    route: Route  # how the pool was chosen (or that the model pinned it), for the x-frugalserve-route header
 
 
 # Send a call to the replica a lease names; the ASGI app it returns streams or sends the answer.

@@ -7,14 +7,18 @@ worker in the pieces it arrived in; the worker runs the same :mod:`frugalserve.a
 gateway does for small bodies and streams back the encoded body in pieces of at most 1 MiB, which the
 gateway forwards without joining. The loop only ever copies small pieces.
 
-One request is in a worker at a time, in two steps, because the gateway must authorize the key for the
-model before the worker spends seconds counting::
+One request is in a worker at a time, in the three steps of :mod:`~frugalserve.api.admission`, because the
+gateway must authorize the key before the worker spends seconds counting, and must route ``auto`` between
+counting and encoding::
 
-    gateway                          worker
-    REQUEST(kind) DATA... END   ──▶  parse
-                                ◀──  MODEL(name)  or  ERROR(APIError)
-    SHAPE(pool config)          ──▶  check, count, cap, encode
-      or ABORT (key refused)    ◀──  SHAPED(stream, usage, prepared) DATA... END  or  ERROR
+    gateway                              worker
+    REQUEST(kind, default) DATA... END ──▶ parse
+                                       ◀── MODEL(name)      or ERROR(APIError)
+    COUNT(how to count)                ──▶ check, count (and extract routing features)
+                                       ◀── COUNTED(small)   or ERROR
+    ENCODE(pool config, routed)        ──▶ caps, served model, encode
+                                       ◀── ENCODED(prepared) DATA... END  or ERROR
+    ABORT, instead of a next step      ──▶ drop the request (the gateway refused it)
 
 A worker that fails, or whose request is abandoned half-way (the client left), is killed; the next large
 request starts a fresh one. ``python -m frugalserve.api.worker`` is the worker's entry point; it speaks
@@ -34,7 +38,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, BinaryIO
 
 from frugalserve.api import admission
-from frugalserve.api.admission import Shaped
+from frugalserve.budget.fetch import Fetcher
+from frugalserve.budget.limits import FetchLimits
+from frugalserve.budget.prepare import Prepared
 from frugalserve.config import PoolConfig
 from frugalserve.errors import APIError
 
@@ -42,8 +48,8 @@ log = logging.getLogger("frugalserve.worker")
 
 _FRAME = struct.Struct("!cI")  # kind, payload length
 PIECE = 1 << 20  # the largest piece of a body in one frame
-_SETUP, _REQUEST, _DATA, _END, _MODEL, _SHAPE, _ABORT, _SHAPED, _ERROR = (
-    b"C", b"R", b"D", b"E", b"M", b"S", b"A", b"P", b"X"
+_SETUP, _REQUEST, _DATA, _END, _MODEL, _COUNT, _COUNTED, _ENCODE, _ENCODED, _ABORT, _ERROR = (
+    b"C", b"R", b"D", b"E", b"M", b"N", b"K", b"S", b"P", b"A", b"X"
 )  # fmt: skip
 _STOP_TIMEOUT_S = 5.0
 _NICE = 5
@@ -105,17 +111,30 @@ class _Process:
 
 
 class Exchange:
-    """One request's turn with a worker: :meth:`parse`, then :meth:`shape` (or nothing, which aborts)."""
+    """One request's turn with a worker: :meth:`parse`, :meth:`count`, :meth:`encode`; stopping early aborts."""
 
     def __init__(self, process: _Process) -> None:
         self._p = process
-        self.state = "idle"  # idle: nothing in flight; parsed: the worker waits for SHAPE or ABORT; busy
+        self.state = "idle"  # idle: nothing in flight; waiting: the worker waits for the next step; busy
 
-    async def parse(self, kind: str, pieces: Sequence[bytes]) -> str:
+    async def _step(self, kind: bytes, payload: bytes, expected: bytes) -> bytes:
+        p = self._p
+        self.state = "busy"
+        p.write(kind, payload)
+        await p.writer.drain()
+        try:
+            answer = await p.answer(expected)
+        except APIError:
+            self.state = "idle"  # the worker dropped the request itself
+            raise
+        self.state = "waiting"
+        return answer
+
+    async def parse(self, kind: str, pieces: Sequence[bytes], default_model: str | None) -> str:
         """Send the body; the model it names (or the APIError its JSON or parameters raise)."""
         p = self._p
         self.state = "busy"
-        p.write(_REQUEST, kind.encode())
+        p.write(_REQUEST, pickle.dumps((kind, default_model)))
         sent = 0
         for piece in pieces:
             p.write(_DATA, piece)
@@ -123,41 +142,30 @@ class Exchange:
             if sent >= PIECE:  # let the pipe take it before buffering more
                 sent = 0
                 await p.writer.drain()
-        p.write(_END)
-        await p.writer.drain()
-        try:
-            model = (await p.answer(_MODEL)).decode()
-        except APIError:
-            self.state = "idle"
-            raise
-        self.state = "parsed"
-        return model
+        return (await self._step(_END, b"", _MODEL)).decode()
 
-    async def shape(self, pool: PoolConfig) -> Shaped:
-        """Check, count, cap and encode the parsed body for ``pool``."""
-        p = self._p
+    async def count(self, how: admission.Counting) -> admission.Counted:
+        counted: admission.Counted = pickle.loads(await self._step(_COUNT, pickle.dumps(how), _COUNTED))
+        return counted
+
+    async def encode(self, pool: PoolConfig, routed: bool) -> tuple[Prepared | None, tuple[bytes, ...]]:
+        """The body for ``pool``, in pieces, and the counts after its caps."""
+        prepared: Prepared | None = pickle.loads(await self._step(_ENCODE, pickle.dumps((pool, routed)), _ENCODED))
         self.state = "busy"
-        p.write(_SHAPE, pickle.dumps(pool))
-        await p.writer.drain()
-        try:
-            stream, client_wants_usage, prepared = pickle.loads(await p.answer(_SHAPED))
-        except APIError:
-            self.state = "idle"
-            raise
         body: list[bytes] = []
         while True:
-            kind, payload = await p.read()
+            kind, payload = await self._p.read()
             if kind == _END:
                 break
             if kind != _DATA:
                 raise WorkerFailed(f"the body worker sent {kind!r} inside a body")
             body.append(payload)
         self.state = "idle"
-        return Shaped(stream, client_wants_usage, prepared, tuple(body))
+        return prepared, tuple(body)
 
     def abort(self) -> None:
-        """Tell a worker that waits for SHAPE to drop the request (the gateway refused it)."""
-        if self.state == "parsed":
+        """Tell a worker that waits for the next step to drop the request (the gateway refused it)."""
+        if self.state == "waiting":
             self._p.write(_ABORT)
             self.state = "idle"
 
@@ -182,7 +190,7 @@ class BodyWorkers:
             try:
                 yield ex
             except BaseException:
-                ex.abort()
+                ex.abort()  # a refusal between steps keeps the worker; anything mid-step kills it (below)
                 raise
             finally:
                 if ex.state == "idle" and process.alive() and not self._closed:
@@ -260,18 +268,16 @@ class _Worker:
 
         self.loop = asyncio.new_event_loop()
         self.cache = PreprocessCache(setup["image_cache_mb"])
-        self.fetchers: dict[str, Any] = {}
+        self.fetchers: dict[FetchLimits, Fetcher] = {}
         if setup["counts_tokens"]:
             from frugalserve import qwen_vocab
 
             qwen_vocab.encoding()
 
-    def fetcher(self, pool: PoolConfig) -> Any:
-        from frugalserve.budget.fetch import Fetcher
-
-        fetcher = self.fetchers.get(pool.name)
+    def fetcher(self, limits: FetchLimits) -> Fetcher:
+        fetcher = self.fetchers.get(limits)
         if fetcher is None:
-            fetcher = self.fetchers[pool.name] = Fetcher(pool.limits.fetch)
+            fetcher = self.fetchers[limits] = Fetcher(limits)
         return fetcher
 
     def serve(self, inp: BinaryIO, out: BinaryIO) -> None:
@@ -279,37 +285,56 @@ class _Worker:
             kind, payload = frame
             if kind != _REQUEST:
                 raise WorkerFailed(f"expected a request, got {kind!r}")
-            if not self._one(payload.decode(), inp, out):
+            request_kind, default_model = pickle.loads(payload)
+            if not self._one(request_kind, default_model, inp, out):
                 return
             out.flush()
 
-    def _one(self, kind: str, inp: BinaryIO, out: BinaryIO) -> bool:
+    def _next(self, inp: BinaryIO, expected: bytes) -> bytes | None:
+        """The next step's payload; None when the gateway aborted the request or closed the pipe."""
+        frame = _read(inp)
+        if frame is None or frame[0] == _ABORT:
+            return None
+        if frame[0] != expected:
+            raise WorkerFailed(f"expected {expected!r}, got {frame[0]!r}")
+        return frame[1]
+
+    def _one(self, kind: str, default_model: str | None, inp: BinaryIO, out: BinaryIO) -> bool:
+        """One request; False when the gateway closed the pipe."""
         pieces: list[bytes] = []
         while (frame := _read(inp)) is not None and frame[0] == _DATA:
             pieces.append(frame[1])
         if frame is None:
             return False
         try:
-            data, model = admission.parse(kind, b"".join(pieces))
+            data, model = admission.parse(kind, b"".join(pieces), default_model)
         except BaseException as exc:
             _write(out, _ERROR, _error(exc))
             return True
         del pieces
         _write(out, _MODEL, model.encode())
         out.flush()
-        frame = _read(inp)
-        if frame is None:
-            return False
-        if frame[0] == _ABORT:
+        if (payload := self._next(inp, _COUNT)) is None:
             return True
-        pool: PoolConfig = pickle.loads(frame[1])
+        how: admission.Counting = pickle.loads(payload)
         try:
-            shaped = self.loop.run_until_complete(admission.shape(kind, data, pool, self.fetcher(pool), self.cache))
+            counting = admission.count(kind, data, how, self.fetcher(how.limits.fetch), self.cache)
+            counted = self.loop.run_until_complete(counting)
         except BaseException as exc:
             _write(out, _ERROR, _error(exc))
             return True
-        _write(out, _SHAPED, pickle.dumps((shaped.stream, shaped.client_wants_usage, shaped.prepared)))
-        for encoded in shaped.body:
+        _write(out, _COUNTED, pickle.dumps(counted))
+        out.flush()
+        if (payload := self._next(inp, _ENCODE)) is None:
+            return True
+        pool, routed = pickle.loads(payload)
+        try:
+            body = admission.encode(kind, data, pool, counted.prepared, routed)
+        except BaseException as exc:
+            _write(out, _ERROR, _error(exc))
+            return True
+        _write(out, _ENCODED, pickle.dumps(counted.prepared))
+        for encoded in body:
             view = memoryview(encoded)
             for start in range(0, len(view), PIECE):
                 _write(out, _DATA, view[start : start + PIECE])

@@ -46,6 +46,7 @@ class Prepared:
     cache_hits: int = 0
     max_tokens: int | None = None  # what is sent upstream
     max_tokens_requested: int | None = None
+    longest_prompt: int = 0  # completions with a list of prompts: each is checked against the context alone
     notes: list[str] = field(default_factory=list)  # what was changed, for a response header
 
     @property
@@ -135,7 +136,7 @@ async def prepare_chat(
             param="messages",
             code="visual_tokens_exceeded",
         )
-    _apply_caps(body, result, limits, "messages")
+    apply_caps(body, result, limits, "messages")
     return result
 
 
@@ -143,8 +144,8 @@ async def prepare_completion(body: dict[str, Any], limits: LimitsConfig) -> Prep
     """Count and cap a /v1/completions body (text or token-id prompts; no images)."""
     prompt = body.get("prompt")
     total, longest = await offload.run(offload.estimate(prompt), _count_prompts, prompt)
-    result = Prepared(prompt_tokens=total, text_tokens=total)
-    _apply_caps(body, result, limits, "prompt", longest=longest)
+    result = Prepared(prompt_tokens=total, text_tokens=total, longest_prompt=longest)
+    apply_caps(body, result, limits, "prompt")
     return result
 
 
@@ -249,7 +250,11 @@ async def _probe_video(
         raise InvalidRequest(str(exc), param=path, code="invalid_video") from None
 
 
-def _apply_caps(body: dict[str, Any], result: Prepared, limits: LimitsConfig, param: str, longest: int = 0) -> None:
+def apply_caps(body: dict[str, Any], result: Prepared, limits: LimitsConfig, param: str) -> None:
+    """Check the counted prompt against the context cap and set (or clamp) ``max_tokens`` in ``body``.
+
+    Idempotent for one ``result``: ``model: "auto"`` counts without caps, then applies the chosen pool's."""
+    longest = result.longest_prompt
     prompt = max(result.prompt_tokens, longest) if longest else result.prompt_tokens
     ctx = limits.max_context_tokens
     if ctx is not None and prompt > ctx:

@@ -28,6 +28,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     c.add_argument("--rpm", type=int, metavar="N", help="requests per minute")
     c.add_argument("--tpm", type=int, metavar="N", help="tokens per minute")
     c.add_argument("--models", metavar="A,B", help="models this key may use (default: all)")
+    c.add_argument("--default-model", metavar="NAME", help="model for requests that name none (e.g. auto)")
+    c.add_argument("--tiers", metavar="S,M", help="tiers model auto may route this key to (default: all)")
     c.add_argument("--json", action="store_true", help="print the key as JSON")
     ls = sub.add_parser("list", help="list keys (never their secrets; a key's id is the part of its secret after fs_)")
     ls.add_argument("--json", action="store_true", help="every field, times as epoch seconds")
@@ -110,8 +112,19 @@ def run(args: argparse.Namespace) -> int:
                     print(f"error: {name} must be >= 1", file=sys.stderr)
                     return 2
             models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
-            served = _served(config)
-            unserved = [m for m in models or () if m not in served]
+            tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip()) if args.tiers else None
+            unknown = [t for t in tiers or () if t not in config.routing.tiers]
+            if unknown:
+                print(
+                    f"error: --tiers: unknown tier {', '.join(map(repr, unknown))}"
+                    f" (routing.tiers: {', '.join(config.routing.tiers)})",
+                    file=sys.stderr,
+                )
+                return 2
+            served = [*_served(config), "auto"]
+            unserved = [
+                m for m in (*(models or ()), *([args.default_model] if args.default_model else [])) if m not in served
+            ]
             if unserved:  # warned, not refused: the pool may be added to the config later
                 print(
                     f"warning: no pool of {config.source} serves {', '.join(map(repr, unserved))}"
@@ -128,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
                 rpm=args.rpm,
                 tpm=args.tpm,
                 models=models,
+                default_model=args.default_model,
+                tiers=tiers,
             )
             if args.json:
                 print(orjson.dumps({"id": key.id, "name": key.name, "secret": secret}).decode())

@@ -1,0 +1,87 @@
+"""The routing stage of the request path: the effects around the pure :func:`frugalserve.routing.policy.decide`.
+
+It owns what routing remembers (the session store), builds each decision's snapshot from the live pools,
+and counts decisions in /metrics. ``model: "auto"`` requests are counted with the tiers' shared image and
+fetch limits (:meth:`Router.counting`) before the pool is known; config validation makes sure the tiers
+agree on them, so the counts the router decides on are the counts the chosen pool is billed for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter
+
+from frugalserve.accounting.keys import ApiKey
+from frugalserve.api.admission import Counting
+from frugalserve.budget.limits import LimitsConfig
+from frugalserve.clock import Clock
+from frugalserve.config import Config
+from frugalserve.errors import InvalidRequest
+from frugalserve.pools import Pool, PoolSet
+from frugalserve.routing.features import PRIORITY_HEADER, SESSION_HEADER, TIER_HEADER, Features
+from frugalserve.routing.policy import Route, decide, pin
+from frugalserve.routing.sessions import SessionStore
+from frugalserve.routing.snapshot import PoolsSnapshot
+
+ROUTE_HEADER = "x-frugalserve-route"
+_ROUTING_HEADERS = (TIER_HEADER, PRIORITY_HEADER, SESSION_HEADER)
+
+
+class Router:
+    def __init__(self, config: Config, pools: PoolSet, clock: Clock, registry: CollectorRegistry) -> None:
+        self.config = config.routing
+        self.clock = clock
+        self.tiered: list[Pool] = [p for p in pools if p.config.tier is not None]
+        self.sessions = SessionStore(self.config.sessions.ttl_s, self.config.sessions.max_entries)
+        reference = self.tiered[0].config.limits if self.tiered else LimitsConfig()
+        # Counting for auto: the shared image and fetch limits, and no caps (the chosen pool's come after).
+        self._limits = LimitsConfig(image=reference.image, fetch=reference.fetch)
+        self.fetch_pool = self.tiered[0].name if self.tiered else None
+        self.decisions = Counter(
+            "frugalserve_routing_decisions",
+            "Routing decisions by the tier that served, why (bounded vocabulary), and what the router did.",
+            ["tier", "reason", "action"],
+            registry=registry,
+        )
+
+    def counting(self, headers: Mapping[str, str]) -> Counting:
+        """How an ``auto`` request is counted: the tiers' limits, and its routing headers for the features."""
+        if not self.tiered:
+            raise InvalidRequest(
+                "model 'auto' needs pools with a tier on this gateway (pools[].tier); none has one",
+                param="model",
+                code="no_tier",
+            )
+        return Counting(self._limits, True, {h: headers[h] for h in _ROUTING_HEADERS if h in headers})
+
+    def route(self, features: Features, key: ApiKey | None) -> Route:
+        """Decide the pool for an ``auto`` request; a conversation remembers the tier it wanted."""
+        now = self.clock.monotonic()
+        pools = self.tiered if key is None or key.models is None else [p for p in self.tiered if _allowed(key, p)]
+        snapshot = PoolsSnapshot(now, tuple(p.view(now) for p in pools))
+        session = f"{key.id if key is not None else '-'}:{features.session}" if features.session else None
+        route = decide(
+            features,
+            snapshot,
+            self.config,
+            allowed_tiers=key.tiers if key is not None else None,
+            session_tier=self.sessions.tier(session, now),
+        )
+        self.sessions.remember(session, route.wanted, now, self.config.tiers)
+        self.count(route)
+        return route
+
+    def pinned(self, pool: Pool) -> Route:
+        """The route of a request that named its model, explained the same way."""
+        route = pin(pool.view(self.clock.monotonic()))
+        self.count(route)
+        return route
+
+    def count(self, route: Route) -> None:
+        self.decisions.labels(route.tier, route.reason, route.action).inc()
+
+
+def _allowed(key: ApiKey, pool: Pool) -> bool:
+    c = pool.config
+    return any(key.allows(name) for name in (c.name, c.model, *c.aliases))
