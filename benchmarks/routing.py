@@ -10,9 +10,11 @@
    request either as ``model: "auto"`` (routed to S) or naming S's model (pinned). Open loop at a fixed
    rate, targets alternated round by round so that machine noise hits them alike; each number is the
    median over rounds of that round's percentile, "added" is against the direct target of the same round.
+   Then one request at a time, the three targets interleaved request by request: on a shared machine the
+   open-loop percentiles move by more than routing costs, and this difference of medians does not.
 
     PYTHONPATH=src python benchmarks/routing.py [--rate 300] [--seconds 3] [--rounds 3] [--passes 20]
-        [--json FILE] [--skip-gateway]
+        [--sequential 2000] [--json FILE] [--skip-gateway]
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def gateway_yaml(upstream: str, tmp: Path) -> str:
     )
 
 
-async def added_latency(rate: float, seconds: float, rounds: int) -> dict[str, Any]:
+async def added_latency(rate: float, seconds: float, rounds: int, sequential: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-routing-"))
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -173,10 +175,32 @@ async def added_latency(rate: float, seconds: float, rounds: int) -> dict[str, A
                 lat: list[float] = r["lat"]  # type: ignore[assignment]
                 errors = float(r["errors"])  # type: ignore[arg-type]
                 per_round[name].append({"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "n": len(lat), "errors": errors})
-        return {"routes": routes, "rounds": per_round}
+        one_by_one = await interleaved(targets, sequential)
+        return {"routes": routes, "rounds": per_round, "sequential": one_by_one}
     finally:
         for proc in reversed(started):
             procs.stop(proc)
+
+
+async def interleaved(targets: Mapping[str, tuple[str, dict[str, Any]]], n: int) -> dict[str, list[float]]:
+    """One request at a time, the targets taken in turn (rotating who goes first): no queueing, and drift
+    in the machine's load hits every target alike, so the difference of medians is the added work."""
+    import aiohttp
+
+    lat: dict[str, list[float]] = {name: [] for name in targets}
+    order = list(targets)
+    bodies = {name: json.dumps(body).encode() for name, (_, body) in targets.items()}
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        for i in range(n):
+            for name in order[i % len(order) :] + order[: i % len(order)]:
+                t0 = time.perf_counter()
+                async with session.post(
+                    targets[name][0] + "/v1/chat/completions", data=bodies[name], headers=headers
+                ) as r:
+                    await r.read()
+                lat[name].append(time.perf_counter() - t0)
+    return lat
 
 
 def route_line(url: str, body: Mapping[str, Any]) -> str:
@@ -235,12 +259,29 @@ def latency_table(rounds: Mapping[str, list[dict[str, float]]]) -> list[str]:
     return lines
 
 
+def sequential_table(lat: Mapping[str, list[float]]) -> list[str]:
+    lines = ["| target | n | p50 ms | p90 ms | p99 ms | added p50 ms |", "|---|---|---|---|---|---|"]
+    d50 = statistics.median(lat["direct"])
+    for name, values in lat.items():
+        p50 = statistics.median(values)
+        added = "" if name == "direct" else f"{(p50 - d50) * 1e3:.3f}"
+        lines.append(
+            f"| {name} | {len(values)} | {p50 * 1e3:.3f} | {pct(values, 0.9) * 1e3:.3f} | "
+            f"{pct(values, 0.99) * 1e3:.3f} | {added} |"
+        )
+    if "auto" in lat and "pinned" in lat:
+        diff = statistics.median(lat["auto"]) - statistics.median(lat["pinned"])
+        lines.append(f"\nauto - pinned, difference of medians: {diff * 1e3:+.3f} ms")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=300, help="requests per second, open loop")
     p.add_argument("--seconds", type=float, default=3, help="per target per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--passes", type=int, default=20, help="passes over the labelled set per snapshot")
+    p.add_argument("--sequential", type=int, default=2000, help="requests per target one at a time, interleaved")
     p.add_argument("--skip-gateway", action="store_true", help="decision time only")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
@@ -262,12 +303,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
 
     if not args.skip_gateway:
-        lat = asyncio.run(added_latency(args.rate, args.seconds, args.rounds))
+        lat = asyncio.run(added_latency(args.rate, args.seconds, args.rounds, args.sequential))
         out["latency"] = lat
         print(f"\nThrough the gateway at {args.rate:g} req/s, {args.rounds} rounds x {args.seconds:g} s per target:")
         for name, line in lat["routes"].items():
             print(f"  {name}: x-frugalserve-route: {line}")
         print("\n".join(latency_table(lat["rounds"])))
+        print(f"\nOne request at a time, targets interleaved, {args.sequential} each:")
+        print("\n".join(sequential_table(lat["sequential"])))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -4,7 +4,8 @@ S is a warm static server, M a managed pool whose command runs the fake upstream
 until a request starts it), L a warm static server with ``capacity: 1`` that a test saturates by keeping
 one slow request in flight. The per-tier objectives make each rule of docs/routing.md fire: spill up and
 down, wait for a start under way, wake, low priority never waking, fit, and a pinned model. Every answer's
-``x-frugalserve-route`` is checked against the usage record and against ``/metrics``.
+``x-frugalserve-route`` is checked against the usage record (its ``tier`` and ``routing_reason`` columns)
+and against ``/metrics``.
 
 Hand-computed values used below (docs/routing.md):
 - the M request (``MEDIUM_BODY``) scores code 0.25 (a fenced block, ``def`` and ``return`` lines: 3
@@ -130,14 +131,14 @@ class Stack:
         return await self.client.post(self.url + "/v1/chat/completions", json=body, headers=hdrs)
 
     def explained(self, r: httpx.Response) -> str:
-        """The route line of a 200 answer, after checking that the pool header, the usage record and the
-        decision count agree with it."""
+        """The route line of a 200 answer, once the pool header and the stored record agree with it; counted
+        for the test's final comparison with /metrics."""
         assert r.status_code == 200, r.text
         line = r.headers["x-frugalserve-route"]
         route = fields(line)
         assert r.headers["x-frugalserve-pool"] == route["pool"]
         record = procs.stored_record(self.db, r.headers["x-request-id"])
-        assert (record["tier"], record["route"], record["pool"]) == (route["tier"], line, route["pool"])
+        assert (record["tier"], record["routing_reason"], record["pool"]) == (route["tier"], line, route["pool"])
         self.seen[(route["tier"], route["reason"], route["action"])] += 1
         return line
 
@@ -214,7 +215,7 @@ async def test_cold_m_spills_up_to_free_l_then_low_priority_spills_to_s_and_norm
         assert line == f"tier=L pool=large score=0.400 action=spilled reason=spill_up wanted=M {TOP}"
         assert raw.headers["x-frugalserve-pool"] == "large"
         record = procs.stored_record(s.db, "openai-1")
-        assert (record["tier"], record["route"]) == ("L", line)
+        assert (record["tier"], record["routing_reason"]) == ("L", line)
         s.seen[("L", "spill_up", "spilled")] += 1
         assert s.state("medium")["state"] == "stopped" and s.starts() == 0
 
