@@ -16,6 +16,7 @@ class Backend:
         self.bodies: list[bytes] = []
         self.lengths: list[str | None] = []
         self.url = ""
+        self.finish: dict[str, str] = {}  # served model -> finish_reason of its answers (default "stop")
 
     async def answer(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -40,7 +41,7 @@ class Backend:
                 "id": "x",
                 "object": obj,
                 "model": data["model"],
-                "choices": [{"index": 0, "message": message}],
+                "choices": [{"index": 0, "message": message, "finish_reason": self.finish.get(data["model"], "stop")}],
                 "usage": usage,
             }
         )

@@ -20,17 +20,26 @@ from frugalserve import config as cfg
 from frugalserve.accounting import keys
 from frugalserve.accounting.store import create_engine, migrate
 from frugalserve.api.app import Gateway, create_app
+from tests import procs
 from tests.api.conftest import Backend
 
 
-def make_config(url: str, db: Path, auth: bool = False, large_ctx: int = 131072, **gateway: Any) -> cfg.Config:
+def make_config(
+    url: str,
+    db: Path,
+    auth: bool = False,
+    large_ctx: int = 131072,
+    small_url: str | None = None,
+    routing: str = "",
+    **gateway: Any,
+) -> cfg.Config:
     extra = "".join(f", {k}: {v}" for k, v in gateway.items())
     return cfg.load_text(
         f"gateway: {{database: 'sqlite:///{db}'{extra}}}\n"
         f"auth: {{enabled: {str(auth).lower()}}}\n"
-        "routing: {weights: {long_prompt: 0}}\n"  # length alone never asks for a tier here: fit decides
+        f"routing: {{weights: {{long_prompt: 0}}{routing}}}\n"  # length alone never asks for a tier: fit decides
         "pools:\n"
-        f"  - {{name: small, model: vl-2b, tier: S, backend: {{url: '{url}'}},\n"
+        f"  - {{name: small, model: vl-2b, tier: S, backend: {{url: '{small_url or url}'}},\n"
         "      gpu: {usd_per_hour: 0.8}, limits: {max_context_tokens: 4096, max_new_tokens: 512}}\n"
         f"  - {{name: medium, model: vl-8b, tier: M, backend: {{url: '{url}'}},\n"
         "      gpu: {usd_per_hour: 1.9}, limits: {max_context_tokens: 32768}}\n"
@@ -220,3 +229,62 @@ def test_config_errors_for_auto_name_the_key(yaml: str, path: str) -> None:
     with pytest.raises(cfg.ConfigError) as err:
         cfg.load_text(yaml)
     assert str(err.value).startswith(path), str(err.value)
+
+
+async def _started(config: cfg.Config) -> tuple[httpx.AsyncClient, Gateway]:
+    app = create_app(config)
+    gw: Gateway = app.state.gateway
+    await gw.startup()
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=60), gw
+
+
+async def test_a_tier_that_cannot_be_reached_falls_back_to_the_next_and_says_so(
+    backend: Backend, tmp_path: Path
+) -> None:
+    dead = f"http://127.0.0.1:{procs.free_port()}"  # nothing listens: connection refused
+    client, gw = await _started(make_config(backend.url, tmp_path / "u.db", small_url=dead))
+    try:
+        r = await client.post("/v1/chat/completions", json=chat("hi"), headers={"x-request-id": "fb"})
+        assert r.status_code == 200, r.text
+        route = route_of(r)
+        assert route["reason"] == "fallback" and route["pool"] == "medium"
+        assert "small failed before answering" in r.headers["x-frugalserve-notes"]
+        assert [orjson.loads(b)["model"] for b in backend.bodies] == ["vl-8b"]
+        record = gw.records.find("fb")
+        assert record is not None and record.pool == "medium" and record.tier == "M" and record.status == 200
+        metrics = (await client.get("/metrics")).text
+        for pool in ("small", "medium"):  # nothing left counted in flight on either pool
+            assert f'frugalserve_requests_in_flight{{pool="{pool}"}} 0.0' in metrics
+        assert 'frugalserve_routing_decisions_total{action="direct",reason="fallback",tier="M"} 1.0' in metrics
+        pinned = await client.post("/v1/chat/completions", json={**chat("hi"), "model": "vl-2b"})
+        assert pinned.status_code == 502  # a named model is never swapped for another
+    finally:
+        await client.aclose()
+        await gw.shutdown()
+
+
+async def test_the_cascade_tries_the_cheapest_tier_and_escalates_a_cut_off_answer(
+    backend: Backend, tmp_path: Path
+) -> None:
+    backend.finish["vl-2b"] = "length"  # the small model runs out of room
+    config = make_config(backend.url, tmp_path / "u.db", routing=", cascade: {enabled: true}")
+    client, gw = await _started(config)
+    try:
+        hard = chat("Prove that there are infinitely many primes, step by step.", max_tokens=64)
+        r = await client.post("/v1/chat/completions", json=hard, headers={"x-request-id": "c1"})
+        assert r.status_code == 200, r.text
+        assert [orjson.loads(b)["model"] for b in backend.bodies] == ["vl-2b", "vl-8b"]
+        assert r.json()["choices"][0]["finish_reason"] == "stop"  # the client gets the escalated answer
+        route = route_of(r)
+        assert route["pool"] == "medium" and route["reason"] == "cascade"
+        assert "answer of small was flagged (length)" in r.headers["x-frugalserve-notes"]
+        record = gw.records.find("c1")
+        assert record is not None and record.pool == "medium"
+        assert (record.prompt_tokens, record.completion_tokens) == (7 + 7, 2 + 2)  # both calls, summed
+        backend.bodies.clear()
+        streamed = await client.post("/v1/chat/completions", json={**hard, "stream": True})
+        assert streamed.status_code == 200 and len(backend.bodies) == 1  # streams are never cascaded
+        assert route_of(streamed)["reason"] != "cascade"
+    finally:
+        await client.aclose()
+        await gw.shutdown()

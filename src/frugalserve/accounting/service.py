@@ -147,6 +147,15 @@ class Accounting:
         record.concurrency = n
         self._open[id(record)] = record
 
+    def move(self, record: RequestRecord, pool: str) -> None:
+        """The request left its pool for another before any answer (a fallback, the cascade's next tier)."""
+        old = record.pool or "-"
+        self._in_flight[old] = self._in_flight.get(old, 1) - 1
+        record.pool = pool
+        n = self._in_flight.get(pool, 0) + 1
+        self._in_flight[pool] = n
+        record.concurrency = n
+
     def submit(self, record: RequestRecord) -> None:
         """The gateway's record sink: never blocks (except after a forced exit, see below)."""
         self.recent.submit(record)

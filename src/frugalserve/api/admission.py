@@ -16,9 +16,10 @@ these same functions, and what passes between the steps is small.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -92,3 +93,37 @@ def encode(
         apply_caps(data, prepared, pool.limits, "messages" if kind == "chat" else "prompt")
     data["model"] = pool.served_model
     return (orjson.dumps(data),)
+
+
+def encode_for(
+    kind: str, data: dict[str, Any], pool: PoolConfig, prepared: Prepared | None, routed: bool
+) -> tuple[Prepared | None, tuple[bytes, ...]]:
+    """:func:`encode` with its own copy of the counts (the caps change them): the counts and the body."""
+    mine = _copy(prepared)
+    return mine, encode(kind, data, pool, mine, routed)
+
+
+class Retargeting:
+    """Encodes an ``auto`` request again for another pool (a fallback, or the cascade's next tier), from the
+    body as it was before the first pool's caps and served model name."""
+
+    _CHANGED = ("model", "max_tokens", "max_completion_tokens")  # what encode() sets
+
+    def __init__(self, kind: str, data: dict[str, Any], prepared: Prepared | None) -> None:
+        self.kind, self.data = kind, data
+        self.original = {k: data[k] for k in self._CHANGED if k in data}
+        self.prepared = _copy(prepared)
+
+    def __call__(self, pool: PoolLike) -> tuple[Prepared | None, tuple[bytes, ...]]:
+        for k in self._CHANGED:
+            self.data.pop(k, None)
+        self.data.update(self.original)
+        return encode_for(self.kind, self.data, pool.config, self.prepared, True)
+
+
+class PoolLike(Protocol):
+    config: PoolConfig
+
+
+def _copy(prepared: Prepared | None) -> Prepared | None:
+    return None if prepared is None else dataclasses.replace(prepared, notes=list(prepared.notes))

@@ -37,11 +37,12 @@ from frugalserve.accounting.service import Accounting
 from frugalserve.api import admin, admission
 from frugalserve.api.admission import AUTO, Counted, Counting
 from frugalserve.api.boundary import REQUEST_ID_HEADER, Boundary, request_id, starlette_handler
-from frugalserve.api.call import Call
+from frugalserve.api.call import Call, Retarget
 from frugalserve.api.holding import HeldStreamResponse
 from frugalserve.api.proxy import (
     ClientGone,
     StreamingProxyResponse,
+    Usage,
     failure_kind,
     is_event_stream,
     read_answer,
@@ -64,6 +65,7 @@ from frugalserve.metrics import GatewayMetrics
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
+from frugalserve.routing.cascade import escalation_reason
 from frugalserve.upstream import Body, HttpUpstream, Timeouts, Upstream, UpstreamResponse
 
 log = logging.getLogger("frugalserve.gateway")
@@ -209,6 +211,7 @@ class Gateway:
         pieces = await self._read_body(request)
         default = key.default_model if key is not None else None
         prepared: Prepared | None
+        retarget: Retarget | None = None
         if self.body_workers is not None and sum(map(len, pieces)) > self.large_body:
             async with self.body_workers.exchange() as worker:
                 model = await worker.parse(kind, pieces, default)
@@ -223,14 +226,16 @@ class Gateway:
             fetcher = self.fetchers[pinned.name if pinned is not None else self.router.fetch_pool or ""]
             counted = await admission.count(kind, data, how, fetcher, self.image_cache)
             pool, route = self._route(record, key, pinned, counted)
-            prepared, body = (
-                counted.prepared,
-                admission.encode(kind, data, pool.config, counted.prepared, pinned is None),
-            )
+            if pinned is None:
+                retarget = admission.Retargeting(kind, data, counted.prepared)
+            prepared, body = admission.encode_for(kind, data, pool.config, counted.prepared, pinned is None)
         record.stream = counted.stream
         if prepared is not None:
             self._count(pool, prepared, record)
-        return Call(request, record, pool, path, body, counted.stream, counted.client_wants_usage, prepared, route)
+        call = Call(request, record, pool, path, body, counted.stream, counted.client_wants_usage, prepared, route)
+        if pinned is None:
+            call.key, call.features, call.retarget = key, counted.features, retarget
+        return call
 
     def _authorize(
         self, record: RequestRecord, key: ApiKey | None, model: str, headers: Mapping[str, str]
@@ -257,7 +262,7 @@ class Gateway:
         """The pinned pool explained, or the router's choice for ``auto`` (now in flight on it)."""
         if pinned is None:
             assert counted.features is not None, "auto is counted with features"
-            route = self.router.route(counted.features, key)
+            route = self.router.route(counted.features, key, counted.stream)
             pool = self.pools.pools[route.pool]
             self._enter(record, pool)
         else:
@@ -289,19 +294,69 @@ class Gateway:
             m.max_tokens_clamped.labels(pool.name).inc()
 
     async def _forward(self, call: Call, lease: Lease) -> ASGIApp:
-        """Send the call to the leased replica; the lease is released when the response ends."""
+        """Send the call to the leased replica; the lease is released when the response ends.
+
+        An ``auto`` call whose pool cannot be reached, or times out before answering, goes to the next
+        eligible pool (routing/retry.py); nothing has reached the client yet, so nothing is sent twice."""
+        failed: list[str] = []
+        while True:
+            record = call.record
+            try:
+                target = lease.target
+                record.replica = target.replica
+                if lease.waited_s:
+                    record.cold_start_wait_s = lease.waited_s
+                headers = {"content-type": "application/json", REQUEST_ID_HEADER: record.request_id, **target.headers}
+                upstream = await self._send(call, target.base_url + call.path, call.body, headers)
+            except (UpstreamError, UpstreamTimeout) as exc:
+                lease.release()
+                failed.append(call.pool.name)
+                features = call.features if call.retarget is not None else None
+                route = self.router.fallback(features, call.key, failed) if features is not None else None
+                if route is None:
+                    raise
+                self._reroute(call, route, f"{failed[-1]} failed before answering ({exc.code}): sent to {route.pool}")
+                lease = await call.pool.acquire()
+                continue
+            except BaseException:
+                lease.release()
+                raise
+            return await self._respond(call, lease, upstream)
+
+    def _reroute(self, call: Call, route: policy.Route, note: str) -> None:
+        """Move ``call`` to ``route``'s pool: its body encoded for that pool, its record and counters moved."""
+        assert call.retarget is not None
+        pool = self.pools.pools[route.pool]
+        prepared, call.body = call.retarget(pool)
         record = call.record
+        self.metrics.in_flight.labels(call.pool.name).dec()
+        self.metrics.in_flight.labels(pool.name).inc()
+        self.accounting.move(record, pool.name)
+        call.pool, call.prepared, call.route = pool, prepared, route
+        record.tier, record.routing_reason = route.tier, route.detail
+        record.replica = record.cold_start_wait_s = None
+        if prepared is not None:
+            prepared.notes.append(note)
+            prepared.fill(record)
+
+    async def _escalate(self, call: Call, payload: bytes, usage: Usage | None) -> ASGIApp | None:
+        """The cascade: a flagged answer goes to the next tier up, whose answer the client gets; the tokens
+        of both calls are recorded together. None: the answer stands (not flagged, or no tier above)."""
         try:
-            target = lease.target
-            record.replica = target.replica
-            if lease.waited_s:
-                record.cold_start_wait_s = lease.waited_s
-            headers = {"content-type": "application/json", REQUEST_ID_HEADER: record.request_id, **target.headers}
-            upstream = await self._send(call, target.base_url + call.path, call.body, headers)
-        except BaseException:
-            lease.release()
-            raise
-        return await self._respond(call, lease, upstream)
+            answer = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        flagged = escalation_reason(answer, self.config.routing.cascade) if isinstance(answer, dict) else None
+        if flagged is None or call.features is None:
+            return None
+        route = self.router.escalate(call.features, call.key, call.route.tier)
+        if route is None:
+            return None
+        call.carried = _plus(call.carried, usage)
+        self._reroute(
+            call, route, f"cascade: the answer of {call.pool.name} was flagged ({flagged}): asked {route.pool}"
+        )
+        return await self._forward(call, await call.pool.acquire())
 
     async def _send(self, call: Call, url: str, body: Body, headers: dict[str, str]) -> UpstreamResponse:
         assert self.upstream is not None, "gateway not started"
@@ -333,8 +388,12 @@ class Gateway:
                 raise
             finally:
                 lease.release()
+            if upstream.status == 200 and self.config.routing.cascade.enabled and _reroutable(call):
+                escalated = await self._escalate(call, payload, usage)
+                if escalated is not None:
+                    return escalated
             self.recorder.first_byte(record)
-            self.recorder.finish(record, upstream.status, usage, None)
+            self.recorder.finish(record, upstream.status, _plus(call.carried, usage), None)
             return Response(payload, status_code=upstream.status, headers=out_headers, media_type="application/json")
         return StreamingProxyResponse(
             upstream,
@@ -398,6 +457,20 @@ class Gateway:
     async def admin_usage(self, request: Request) -> Response:
         body = await self.accounting.usage_report(request.query_params)
         return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _reroutable(call: Call) -> bool:
+    """An ``auto`` call whose body can be encoded again for another pool."""
+    return call.retarget is not None and call.features is not None
+
+
+def _plus(a: Usage | None, b: Usage | None) -> Usage | None:
+    """Token counts of two calls that served one request (the cascade), as one usage."""
+    if a is None or b is None:
+        return b if a is None else a
+    both = [(x, y) for x, y in ((a.prompt_tokens, b.prompt_tokens), (a.completion_tokens, b.completion_tokens))]
+    prompt, completion = (None if x is None or y is None else x + y for x, y in both)
+    return Usage(prompt, completion, a.note or b.note)
 
 
 def _answer_headers(call: Call) -> dict[str, str]:

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.types import ASGIApp
 
+from frugalserve.accounting.keys import ApiKey
+from frugalserve.api.proxy import Usage
 from frugalserve.budget.prepare import Prepared
 from frugalserve.pools import Lease, Pool
 from frugalserve.records import RequestRecord
+from frugalserve.routing.features import Features
 from frugalserve.routing.policy import Route
 
 
@@ -31,6 +34,16 @@ class Call:
     client_wants_usage: bool  # the client asked for the usage chunk (the gateway always asks upstream)
     prepared: Prepared | None  # None for pools that count nothing (tokenizer: none)
     route: Route  # how the pool was chosen (or that the model pinned it), for the x-frugalserve-route header
+    # model "auto" only: what a second choice (fallback, cascade) needs. ``retarget`` encodes the body again for
+    # another pool; None where the body is gone (a large body was encoded in a worker process).
+    key: ApiKey | None = None
+    features: Features | None = None
+    retarget: Retarget | None = None
+    carried: Usage | None = None  # the cascade: tokens of the calls before this one, recorded with its own
+
+
+# Encode the call's body for another pool: the counts after that pool's caps, and the body.
+Retarget = Callable[[Pool], tuple[Prepared | None, tuple[bytes, ...]]]
 
 
 # Send a call to the replica a lease names; the ASGI app it returns streams or sends the answer.

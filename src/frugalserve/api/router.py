@@ -8,7 +8,7 @@ agree on them, so the counts the router decides on are the counts the chosen poo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -19,6 +19,7 @@ from frugalserve.clock import Clock
 from frugalserve.config import Config
 from frugalserve.errors import InvalidRequest
 from frugalserve.pools import Pool, PoolSet
+from frugalserve.routing import retry
 from frugalserve.routing.features import PRIORITY_HEADER, SESSION_HEADER, TIER_HEADER, Features
 from frugalserve.routing.policy import Route, decide, pin
 from frugalserve.routing.sessions import SessionStore
@@ -55,22 +56,41 @@ class Router:
             )
         return Counting(self._limits, True, {h: headers[h] for h in _ROUTING_HEADERS if h in headers})
 
-    def route(self, features: Features, key: ApiKey | None) -> Route:
+    def route(self, features: Features, key: ApiKey | None, stream: bool) -> Route:
         """Decide the pool for an ``auto`` request; a conversation remembers the tier it wanted."""
         now = self.clock.monotonic()
-        pools = self.tiered if key is None or key.models is None else [p for p in self.tiered if _allowed(key, p)]
-        snapshot = PoolsSnapshot(now, tuple(p.view(now) for p in pools))
-        session = f"{key.id if key is not None else '-'}:{features.session}" if features.session else None
-        route = decide(
-            features,
-            snapshot,
-            self.config,
-            allowed_tiers=key.tiers if key is not None else None,
-            session_tier=self.sessions.tier(session, now),
-        )
-        self.sessions.remember(session, route.wanted, now, self.config.tiers)
+        snapshot = self._snapshot(key, now)
+        allowed = key.tiers if key is not None else None
+        if self.config.cascade.enabled and not stream and features.tier_hint is None:
+            route = retry.cascade_start(features, snapshot, self.config, allowed)
+        else:
+            session = f"{key.id if key is not None else '-'}:{features.session}" if features.session else None
+            route = decide(features, snapshot, self.config, allowed, session_tier=self.sessions.tier(session, now))
+            self.sessions.remember(session, route.wanted, now, self.config.tiers)
         self.count(route)
         return route
+
+    def fallback(self, features: Features, key: ApiKey | None, failed: Collection[str]) -> Route | None:
+        """Where an ``auto`` request goes after ``failed`` pools could not answer; None: nowhere."""
+        now = self.clock.monotonic()
+        allowed = key.tiers if key is not None else None
+        route = retry.fallback(features, self._snapshot(key, now), self.config, failed, allowed)
+        if route is not None:
+            self.count(route)
+        return route
+
+    def escalate(self, features: Features, key: ApiKey | None, above: str) -> Route | None:
+        """The cascade's next tier after a flagged answer from tier ``above``; None: the answer stands."""
+        now = self.clock.monotonic()
+        allowed = key.tiers if key is not None else None
+        route = retry.escalate(features, self._snapshot(key, now), self.config, above, allowed)
+        if route is not None:
+            self.count(route)
+        return route
+
+    def _snapshot(self, key: ApiKey | None, now: float) -> PoolsSnapshot:
+        pools = self.tiered if key is None or key.models is None else [p for p in self.tiered if _allowed(key, p)]
+        return PoolsSnapshot(now, tuple(p.view(now) for p in pools))
 
     def pinned(self, pool: Pool) -> Route:
         """The route of a request that named its model, explained the same way."""

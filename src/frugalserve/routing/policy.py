@@ -42,6 +42,8 @@ REASONS = (
     "priority_low",  # low priority does not wake a pool: served where something is warm
     "wake_cost",  # the wake would commit more than the priority's max_wake_usd
     "pinned",  # the client named a model
+    "fallback",  # the pool chosen first failed before answering: the next eligible one (routing/retry.py)
+    "cascade",  # the cascade's cheapest tier first, or the next one up after a flagged answer
 )
 
 
