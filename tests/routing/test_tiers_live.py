@@ -57,7 +57,6 @@ MEDIUM_BODY: dict[str, Any] = {
     "tools": TOOLS,
     "max_tokens": 3,
 }
-M_ROUTE = "score=0.400 action={action} reason={reason}"
 TOP = "top=code,tools"
 WOKE = f"tier=M pool=medium score=0.400 action=woke reason=wake wait_s=20.0 wake_usd=0.3200 {TOP}"
 START_DELAY_S = 2.0  # M's fake upstream sleeps this long before it opens its port
@@ -222,8 +221,7 @@ async def test_cold_m_spills_up_to_free_l_then_low_priority_spills_to_s_and_norm
         async with s.saturated_large():
             low = await s.chat(MEDIUM_BODY, **{"x-frugalserve-priority": "low"})
             assert (
-                s.explained(low)
-                == f"tier=S pool=small {M_ROUTE.format(action='spilled', reason='priority_low')} wanted=M {TOP}"
+                s.explained(low) == f"tier=S pool=small score=0.400 action=spilled reason=priority_low wanted=M {TOP}"
             )
             assert s.state("medium")["state"] == "stopped" and s.starts() == 0, "low priority never wakes a pool"
 
@@ -235,9 +233,7 @@ async def test_cold_m_spills_up_to_free_l_then_low_priority_spills_to_s_and_norm
             woke = await waking
             assert s.explained(woke) == WOKE
             line = s.explained(waiting)
-            assert re.fullmatch(
-                rf"tier=M pool=medium {M_ROUTE.format(action='waited', reason='wait')} wait_s=\S+ {TOP}", line
-            )
+            assert re.fullmatch(rf"tier=M pool=medium score=0.400 action=waited reason=wait wait_s=\S+ {TOP}", line)
             assert 15.0 <= float(fields(line)["wait_s"]) <= 20.0  # 20 s expected start, less what has passed
             assert s.starts() == 1
             assert s.decisions() == s.seen
@@ -248,10 +244,7 @@ async def test_cold_m_spills_down_to_s_but_high_priority_wakes_it_then_fit_and_p
 ) -> None:
     async with stack(tmp_path, upstreams, m_spill="down") as s:
         down = await s.chat(MEDIUM_BODY)
-        assert (
-            s.explained(down)
-            == f"tier=S pool=small {M_ROUTE.format(action='spilled', reason='spill_down')} wanted=M {TOP}"
-        )
+        assert s.explained(down) == f"tier=S pool=small score=0.400 action=spilled reason=spill_down wanted=M {TOP}"
         assert s.state("medium")["state"] == "stopped" and s.starts() == 0
 
         # High priority never spills down, and has no wake limit.
