@@ -51,9 +51,12 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def open_loop(url: str, rate: float, seconds: float, stream: bool = False) -> dict[str, object]:
-    """Send requests at a fixed rate regardless of answers; return latencies (or TTFB) and errors."""
-    body = json.dumps({**BODY, "stream": stream}).encode()
+async def open_loop(
+    url: str, rate: float, seconds: float, stream: bool = False, body: dict[str, object] | None = None
+) -> dict[str, object]:
+    """Send requests at a fixed rate regardless of answers; return latencies (or TTFB) and errors.
+    ``body`` defaults to :data:`BODY` (benchmarks/routing.py sends its own)."""
+    data = json.dumps({**(body or BODY), "stream": stream}).encode()
     headers = {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}"}
     lat: list[float] = []
     errors = 0
@@ -65,7 +68,7 @@ async def open_loop(url: str, rate: float, seconds: float, stream: bool = False)
             nonlocal errors
             t0 = time.perf_counter()
             try:
-                async with session.post(url, data=body, headers=headers) as r:
+                async with session.post(url, data=data, headers=headers) as r:
                     if stream:
                         await r.content.readany()
                         lat.append(time.perf_counter() - t0)
