@@ -7,7 +7,7 @@ down, wait for a start under way, wake, low priority never waking, fit, and a pi
 ``x-frugalserve-route`` is checked against the usage record (its ``tier`` and ``routing_reason`` columns)
 and against ``/metrics``.
 
-Hand-computed values used below (docs/routing.md):
+Hand-computed values used below (docs/routing.md), with the weights and thresholds the config spells out:
 - the M request (``MEDIUM_BODY``) scores code 0.25 (a fenced block, ``def`` and ``return`` lines: 3
   signals) + tools 0.15 = 0.400, wanting M (thresholds 0.30, 0.60; 0.05 from neither);
 - M's expected wait while cold is its default start, ``min(startup_timeout_s, 30)`` = 20 s, over its
@@ -83,6 +83,8 @@ accounting: {{flush_interval_s: 0.05}}
 routing:
   tiers: [S, M, L]
   thresholds: [0.30, 0.60]
+  # the weights the values above were computed with, spelled out: the test is about warmth, not the defaults
+  weights: {{code: 0.25, tools: 0.15, long_prompt: 0.0}}
   per_tier:
     - {{tier: S, slo_ms: 2000}}
     - {{tier: M, slo_ms: 5000, spill: {m_spill}}}

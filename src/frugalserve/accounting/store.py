@@ -31,7 +31,7 @@ usage_records = sa.Table(
     sa.Column("pool", sa.String(100)),
     sa.Column("replica", sa.String(100)),
     sa.Column("tier", sa.String(50)),
-    sa.Column("routing_reason", sa.String(200)),
+    sa.Column("routing_reason", sa.Text),  # the x-frugalserve-route line
     sa.Column("stream", sa.Boolean, nullable=False, default=False),
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("error_code", sa.String(64)),
