@@ -121,6 +121,29 @@ def main(run_venv: Path) -> int:
                 _check("resized" in notes, f"{w}x{h}: notes header says so: {notes!r}")
             total_image += image or 0
 
+        # A 1.2 MB body goes to a body worker process (gateway.large_body_mb: 1): that process must start from
+        # this install and answer with the same OpenAI error the gateway would.
+        try:
+            client.chat.completions.create(
+                model="qwen3-vl-demo",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "describe " * 150_000},
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                        ],
+                    }
+                ],
+            )
+            _check(False, "a large body with a broken image is refused")
+        except openai.BadRequestError as exc:
+            err = exc.body if isinstance(exc.body, dict) else {}
+            _check(
+                err.get("code") == "invalid_image" and err.get("param") == "messages[0].content[1].image_url",
+                f"a 1.2 MB body is checked in the body worker: {err.get('code')} naming {err.get('param')}",
+            )
+
         deadline = time.monotonic() + 10
         while True:  # records are written in batches, off the request path
             report = subprocess.run(
@@ -136,10 +159,10 @@ def main(run_venv: Path) -> int:
             rows = [r for r in everything if r["group"] != "TOTAL"]
             stored = sum(r.get("prompt_image_tokens") or 0 for r in rows)
             requests = sum(r.get("requests") or 0 for r in rows)
-            if requests >= 3 or time.monotonic() > deadline:
+            if requests >= 4 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        _check(requests == 3 and stored == total_image, f"report: {requests} requests, {stored} image tokens")
+        _check(requests == 4 and stored == total_image, f"report: {requests} requests, {stored} image tokens")
         (total,) = [r for r in everything if r["group"] == "TOTAL"]
         _check(
             (total["usd_billed"] or 0) > 0, f"report shows dollars at the demo's example price: {total['usd_billed']}"

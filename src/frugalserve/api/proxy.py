@@ -386,6 +386,7 @@ class StreamingProxyResponse:
         self._on_finish = on_finish
         self._pool = pool
         self._request_id = request_id
+        self._ended = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         error: APIError | None = None
@@ -396,12 +397,21 @@ class StreamingProxyResponse:
             gone = True
         except APIError as exc:  # the upstream broke off mid-stream: tell the client in-band
             error = _for_pool(exc, self._pool, self._request_id, self._upstream.url)
+            self._end(error, gone)
             await self._send_error(send, error)
         finally:
-            self._upstream.close()
-            self._lease.release()
-            usage = self._filter.usage or (USAGE_CUT_OFF if gone or error else NO_USAGE)
-            self._on_finish(200, usage, error, gone)
+            self._end(error, gone)
+
+    def _end(self, error: APIError | None, gone: bool) -> None:
+        """Release the replica and finish the record, once. Done before the stream's last bytes are sent, so
+        that a client that starts its next request as soon as this one ends never finds it still in flight."""
+        if self._ended:
+            return
+        self._ended = True
+        self._upstream.close()
+        self._lease.release()
+        usage = self._filter.usage or (USAGE_CUT_OFF if gone or error else NO_USAGE)
+        self._on_finish(200, usage, error, gone)
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self._upstream.status, "headers": self._headers})
@@ -413,7 +423,9 @@ class StreamingProxyResponse:
                 if first:
                     self._on_first_byte()
                     first = False
-        await send({"type": "http.response.body", "body": self._filter.flush(), "more_body": False})
+        last = self._filter.flush()
+        self._end(None, False)
+        await send({"type": "http.response.body", "body": last, "more_body": False})
 
     async def _send_error(self, send: Send, exc: APIError) -> None:
         # Only whole events were forwarded, so the client's parser is at an event boundary.
