@@ -91,6 +91,8 @@ class BackendConfig:
     """A pool's model server: a URL someone else runs (`url`), or a process the gateway manages (`command`)."""
 
     url: str | None = None
+    # Several running servers of the same model, each a replica of the pool (instead of url).
+    urls: tuple[str, ...] = ()
     # Managed: a command line with {port} (and {model}) placeholders, started on demand (docs/lifecycle.md).
     command: str | None = None
     port: int | None = None  # managed: fixed port for {port}; default: a free port at each start
@@ -104,13 +106,25 @@ class BackendConfig:
     # Extra headers sent upstream (e.g. an upstream API key).
     headers: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def static_urls(self) -> tuple[str, ...]:
+        """The running servers of a pool someone else runs (empty for a managed backend)."""
+        return (self.url,) if self.url is not None else self.urls
+
     def validate(self, path: str) -> None:
-        if self.url is None and self.command is None:
-            raise ConfigError(f"{path}.url", "required: url (a running server) or command (a managed one)")
-        if self.url is not None and self.command is not None:
-            raise ConfigError(f"{path}.command", "set url (a running server) or command (a managed one), not both")
+        given = [name for name, value in (("url", self.url), ("urls", self.urls), ("command", self.command)) if value]
+        if not given:
+            raise ConfigError(
+                f"{path}.url", "required: url (a running server), urls (several) or command (a managed one)"
+            )
+        if len(given) > 1:
+            raise ConfigError(f"{path}.{given[1]}", f"set one of url, urls and command, not {' and '.join(given)}")
         if self.url is not None:
             _check_url(f"{path}.url", self.url)
+        for i, url in enumerate(self.urls):
+            _check_url(f"{path}.urls[{i}]", url)
+        if len(set(self.urls)) != len(self.urls):
+            raise ConfigError(f"{path}.urls", "lists a server twice")
         if self.command is not None and "{port}" not in self.command and self.port is None:
             raise ConfigError(f"{path}.command", "must contain {port} (or set backend.port)")
         if self.port is not None and not 0 < self.port < 65536:
@@ -122,7 +136,7 @@ class BackendConfig:
             raise ConfigError(f"{path}.health_path", "must start with '/'")
 
     def validate_keys(self, path: str, given: frozenset[str]) -> None:
-        if self.url is not None:
+        if self.static_urls:
             for name in MANAGED_BACKEND_KEYS:
                 if name in given:
                     raise ConfigError(f"{path}.{name}", f"only for a managed backend (command); {NOT_RUN}")

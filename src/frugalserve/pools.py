@@ -7,12 +7,14 @@ Managed pools (processes the gateway starts, sleeps and stops) implement the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from frugalserve.config import PoolConfig
 from frugalserve.errors import Conflict, NotFound
+from frugalserve.routing.config import AffinityConfig
+from frugalserve.routing.replicas import HashRing, ReplicaLoad, choose_replica
 from frugalserve.routing.snapshot import DEFAULT_START_S, DEFAULT_WAKE_S, PoolView, pool_view
 
 
@@ -39,7 +41,15 @@ class Pool(Protocol):
     name: str
     config: PoolConfig
 
-    async def acquire(self) -> Lease: ...
+    async def acquire(self, affinity: str | None = None, exclude: Collection[str] = ()) -> Lease:
+        """A lease on a ready replica (waiting while the pool starts or wakes). ``affinity``: a key whose
+        requests should share a replica (consistent hashing with bounded load); ``exclude``: replicas to
+        avoid (one just failed), when there is another."""
+        ...
+
+    def replicas_besides(self, names: Collection[str]) -> int:
+        """How many replicas a retry that avoids ``names`` could go to (0: retry elsewhere)."""
+        ...
 
     def is_ready(self) -> bool:
         """True when acquire() would not wait (a cold pool makes streaming clients wait with keep-alives)."""
@@ -63,43 +73,69 @@ class Pool(Protocol):
 
 
 class _StaticLease:
-    __slots__ = ("_pool", "target", "waited_s")
+    __slots__ = ("_index", "_pool", "target", "waited_s")
 
-    def __init__(self, pool: StaticPool) -> None:
+    def __init__(self, pool: StaticPool, index: int) -> None:
         self._pool: StaticPool | None = pool
-        self.target = pool.target
+        self._index = index
+        self.target = pool.targets[index]
         self.waited_s = 0.0
 
     def release(self) -> None:
         if self._pool is not None:
-            self._pool.in_flight -= 1
+            self._pool.outstanding[self._index] -= 1
             self._pool = None
 
 
 class StaticPool:
-    """A backend at a fixed URL that someone else runs; always considered ready."""
+    """Servers at fixed URLs that someone else runs (``backend.url``, or several of the same model in
+    ``backend.urls``, each a replica); always considered ready. A request goes to the replica with the
+    fewest outstanding requests or, with an affinity key (its first image, its conversation), to the one
+    that key hashes to while that replica is not loaded past ``routing.affinity.load_factor`` times the
+    mean (consistent hashing with bounded load), so the servers' prefix and vision caches hit."""
 
-    def __init__(self, config: PoolConfig) -> None:
-        assert config.backend.url is not None
+    def __init__(self, config: PoolConfig, affinity: AffinityConfig | None = None) -> None:
+        urls = config.backend.static_urls
+        assert urls, "a static pool needs backend.url or backend.urls"
         self.name = config.name
         self.config = config
-        self.target = Target(config.backend.url.rstrip("/"), f"{config.name}-0", dict(config.backend.headers))
-        self.in_flight = 0
+        headers = dict(config.backend.headers)
+        self.targets = [Target(u.rstrip("/"), f"{config.name}-{i}", headers) for i, u in enumerate(urls)]
+        self.outstanding = [0] * len(urls)
+        self._index = {t.replica: i for i, t in enumerate(self.targets)}
+        affinity = affinity or AffinityConfig()
+        self._load_factor = affinity.load_factor
+        self._ring = HashRing([t.replica for t in self.targets], affinity.virtual_nodes) if len(urls) > 1 else None
 
-    async def acquire(self) -> Lease:
-        self.in_flight += 1
-        return _StaticLease(self)
+    @property
+    def in_flight(self) -> int:
+        return sum(self.outstanding)
+
+    async def acquire(self, affinity: str | None = None, exclude: Collection[str] = ()) -> Lease:
+        if self._ring is None:
+            index = 0
+        else:
+            loads = [ReplicaLoad(t.replica, n) for t, n in zip(self.targets, self.outstanding, strict=True)]
+            if exclude:
+                loads = [r for r in loads if r.name not in exclude] or loads
+            index = self._index[choose_replica(loads, affinity, self._ring, self._load_factor)]
+        self.outstanding[index] += 1
+        return _StaticLease(self, index)
+
+    def replicas_besides(self, names: Collection[str]) -> int:
+        return sum(t.replica not in names for t in self.targets)
 
     def is_ready(self) -> bool:
         return True
 
     def view(self, now: float) -> PoolView:
         # Someone else runs it: always up, never started or woken by us.
+        n = len(self.targets)
         return pool_view(
             self.config,
             state="external",
-            replicas=1,
-            ready_replicas=1,
+            replicas=n,
+            ready_replicas=n,
             in_flight=self.in_flight,
             held=0,
             eta_s=0.0,
@@ -113,7 +149,10 @@ class StaticPool:
             "model": self.config.model,
             "managed": False,
             "queue_length": 0,
-            "replicas": [{"name": self.target.replica, "state": "external", "in_flight": self.in_flight}],
+            "replicas": [
+                {"name": t.replica, "state": "external", "in_flight": n}
+                for t, n in zip(self.targets, self.outstanding, strict=True)
+            ],
         }
 
     async def wake(self, reason: str = "admin", wait: bool = False) -> None:

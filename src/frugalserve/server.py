@@ -169,7 +169,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     )
     warn_if_open(config, listen_host)
     for pool in config.pools:
-        where = pool.backend.url or f"managed: {pool.backend.command}"
+        where = ", ".join(pool.backend.static_urls) or f"managed: {pool.backend.command}"
         aliases = f" (aliases {', '.join(pool.aliases)})" if pool.aliases else ""
         log.info("pool %s: model %s%s -> %s", pool.name, pool.model, aliases, where)
     server.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
@@ -47,8 +48,9 @@ class Backend:
         )
 
 
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Backend]:
+    """A :class:`Backend` listening on a free loopback port until the block ends."""
     b = Backend()
     app = web.Application(client_max_size=100 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", b.answer)
@@ -63,3 +65,9 @@ async def backend() -> AsyncIterator[Backend]:
         yield b
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    async with serving() as b:
+        yield b

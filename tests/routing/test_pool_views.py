@@ -23,7 +23,7 @@ from tests.lifecycle.fakes import FakeProvisioner
 from tests.routing.helpers import LARGE, SMALL, feats
 
 
-def test_static_pool_is_external_and_counts_its_requests_in_flight() -> None:
+async def test_static_pool_is_external_and_counts_its_requests_in_flight() -> None:
     c = cfg.load_text(
         "pools: [{name: s, model: m, tier: S, capacity: 8, modalities: [text, image],"
         " backend: {url: 'http://127.0.0.1:9'}, gpu: {count: 2, usd_per_hour: 1.5, billing: reserved},"
@@ -31,7 +31,7 @@ def test_static_pool_is_external_and_counts_its_requests_in_flight() -> None:
         " image: {max_count: 4}, max_visual_tokens: 4096}}]"
     )
     pool = StaticPool(c.pools[0])
-    pool.in_flight = 3
+    leases = [await pool.acquire() for _ in range(3)]
     v = pool.view(100.0)
     assert (v.name, v.tier, v.state, v.in_flight, v.held, v.eta_s) == ("s", "S", "external", 3, 0, 0.0)
     assert (v.usd_per_hour, v.reserved, v.capacity, v.replicas, v.ready_replicas) == (3.0, True, 8, 1, 1)
@@ -43,6 +43,9 @@ def test_static_pool_is_external_and_counts_its_requests_in_flight() -> None:
         4096,
     )
     assert v.modalities == {"text", "image"} and v.warm
+    for lease in leases:
+        lease.release()
+    assert pool.view(101.0).in_flight == 0
 
 
 class World:

@@ -28,7 +28,7 @@ from frugalserve.budget.images import PreprocessCache
 from frugalserve.budget.limits import LimitsConfig
 from frugalserve.budget.prepare import ImageSource, Prepared, apply_caps, prepare_chat, prepare_completion
 from frugalserve.config import PoolConfig
-from frugalserve.routing.features import Features, extract
+from frugalserve.routing.features import Features, affinity_key, extract
 
 AUTO = "auto"  # the model name that asks the router to choose
 
@@ -41,6 +41,7 @@ class Counted:
     client_wants_usage: bool  # the client asked for the usage chunk (the gateway always asks upstream)
     prepared: Prepared | None  # None for pools that count nothing (tokenizer: none)
     features: Features | None  # model "auto" only
+    affinity: str | None = None  # the replica affinity key (first image, else conversation), when asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Counting:
     limits: LimitsConfig
     tokenizer: bool  # false: the pool counts nothing (tokenizer: none)
     routing_headers: Mapping[str, str] | None = None  # set for auto: the features are extracted
+    affinity_headers: Mapping[str, str] | None = None  # set for a pool of several replicas: the affinity key
 
 
 def parse(kind: str, body: bytes, default_model: str | None = None) -> tuple[dict[str, Any], str]:
@@ -80,9 +82,13 @@ async def count(
         else:
             prepared = await prepare_completion(data, how.limits)
     features = None
+    affinity = None
     if how.routing_headers is not None and prepared is not None:
         features = extract(data, prepared, how.routing_headers)
-    return Counted(stream, client_wants_usage, prepared, features)
+        affinity = features.affinity
+    elif how.affinity_headers is not None:
+        affinity = affinity_key(data, how.affinity_headers)
+    return Counted(stream, client_wants_usage, prepared, features, affinity)
 
 
 def encode(

@@ -50,7 +50,7 @@ from frugalserve.api.proxy import (
     sse_headers,
 )
 from frugalserve.api.recording import Recorder
-from frugalserve.api.router import ROUTE_HEADER, Router
+from frugalserve.api.router import ROUTE_HEADER, Router, routing_headers
 from frugalserve.api.worker import BodyWorkers
 from frugalserve.budget.fetch import Fetcher
 from frugalserve.budget.images import PreprocessCache
@@ -106,7 +106,7 @@ class Gateway:
         self.lifecycle_metrics = LifecycleMetrics(self.metrics.registry)
         if pools is None:
             managed = build_managed_pools(config, self.clock, self.events, self.lifecycle_metrics)
-            pools = [managed.get(p.name) or StaticPool(p) for p in config.pools]
+            pools = [managed.get(p.name) or StaticPool(p, config.routing.affinity) for p in config.pools]
         self.pools = PoolSet(pools)
         self.router = Router(config, self.pools, self.clock, self.metrics.registry)
         self.sink: RecordSink = sink or self.accounting
@@ -233,6 +233,7 @@ class Gateway:
         if prepared is not None:
             self._count(pool, prepared, record)
         call = Call(request, record, pool, path, body, counted.stream, counted.client_wants_usage, prepared, route)
+        call.affinity = counted.affinity
         if pinned is None:
             call.key, call.features, call.retarget = key, counted.features, retarget
         return call
@@ -249,7 +250,8 @@ class Gateway:
         pool = self.pools.resolve(model)
         self._enter(record, pool)
         self.accounting.authorize(key, record)
-        return pool, Counting(pool.config.limits, pool.config.tokenizer != "none")
+        several = routing_headers(headers) if len(pool.config.backend.urls) > 1 else None
+        return pool, Counting(pool.config.limits, pool.config.tokenizer != "none", affinity_headers=several)
 
     def _enter(self, record: RequestRecord, pool: Pool) -> None:
         record.pool = pool.name
@@ -275,7 +277,7 @@ class Gateway:
         """Hold while the pool is cold (streams get their headers and keep-alives at once), then forward."""
         if call.stream and not call.pool.is_ready():
             return HeldStreamResponse(call, self._forward, self.recorder, self.clock, _answer_headers(call))
-        return await self._forward(call, await call.pool.acquire())
+        return await self._forward(call, await call.pool.acquire(call.affinity))
 
     def _count(self, pool: Pool, prepared: Prepared, record: RequestRecord) -> None:
         """What the budget stage counted, into the record and /metrics."""
@@ -296,9 +298,12 @@ class Gateway:
     async def _forward(self, call: Call, lease: Lease) -> ASGIApp:
         """Send the call to the leased replica; the lease is released when the response ends.
 
-        An ``auto`` call whose pool cannot be reached, or times out before answering, goes to the next
-        eligible pool (routing/retry.py); nothing has reached the client yet, so nothing is sent twice."""
-        failed: list[str] = []
+        A call whose replica cannot be reached, or times out before answering, is tried once more on another
+        replica of its pool, and an ``auto`` call then goes to the next eligible pool (routing/retry.py);
+        nothing has reached the client yet, so nothing is sent twice."""
+        failed: list[str] = []  # pools
+        failed_replicas: list[str] = []
+        retried = False  # on another replica of the same pool, once
         while True:
             record = call.record
             try:
@@ -310,13 +315,20 @@ class Gateway:
                 upstream = await self._send(call, target.base_url + call.path, call.body, headers)
             except (UpstreamError, UpstreamTimeout) as exc:
                 lease.release()
+                failed_replicas.append(target.replica)
+                if not retried and call.pool.replicas_besides(failed_replicas):
+                    retried = True
+                    _note(call, f"{target.replica} failed before answering ({exc.code}): retried on another replica")
+                    lease = await call.pool.acquire(call.affinity, exclude=failed_replicas)
+                    continue
                 failed.append(call.pool.name)
                 features = call.features if call.retarget is not None else None
                 route = self.router.fallback(features, call.key, failed) if features is not None else None
                 if route is None:
                     raise
                 self._reroute(call, route, f"{failed[-1]} failed before answering ({exc.code}): sent to {route.pool}")
-                lease = await call.pool.acquire()
+                retried = False
+                lease = await call.pool.acquire(call.affinity)
                 continue
             except BaseException:
                 lease.release()
@@ -336,8 +348,8 @@ class Gateway:
         record.tier, record.routing_reason = route.tier, route.detail
         record.replica = record.cold_start_wait_s = None
         if prepared is not None:
-            prepared.notes.append(note)
             prepared.fill(record)
+        _note(call, note)
 
     async def _escalate(self, call: Call, payload: bytes, usage: Usage | None) -> ASGIApp | None:
         """The cascade: a flagged answer goes to the next tier up, whose answer the client gets; the tokens
@@ -356,7 +368,7 @@ class Gateway:
         self._reroute(
             call, route, f"cascade: the answer of {call.pool.name} was flagged ({flagged}): asked {route.pool}"
         )
-        return await self._forward(call, await call.pool.acquire())
+        return await self._forward(call, await call.pool.acquire(call.affinity))
 
     async def _send(self, call: Call, url: str, body: Body, headers: dict[str, str]) -> UpstreamResponse:
         assert self.upstream is not None, "gateway not started"
@@ -457,6 +469,15 @@ class Gateway:
     async def admin_usage(self, request: Request) -> Response:
         body = await self.accounting.usage_report(request.query_params)
         return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _note(call: Call, note: str) -> None:
+    """Say what the gateway did to the request: in x-frugalserve-notes and the record's notes."""
+    if call.prepared is not None:
+        call.prepared.notes.append(note)
+        call.record.notes = "; ".join(call.prepared.notes)
+    else:
+        call.record.notes = f"{call.record.notes}; {note}" if call.record.notes else note
 
 
 def _reroutable(call: Call) -> bool:

@@ -39,6 +39,7 @@ class Call:
     key: ApiKey | None = None
     features: Features | None = None
     retarget: Retarget | None = None
+    affinity: str | None = None  # replica affinity key (first image, else conversation) in a pool of several
     carried: Usage | None = None  # the cascade: tokens of the calls before this one, recorded with its own
 
 

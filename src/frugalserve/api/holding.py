@@ -66,7 +66,7 @@ class HeldStreamResponse:
         await response(scope, receive, self._after_start(send) if self.started else send)
 
     async def _acquire_keeping_alive(self, send: Send) -> Lease:
-        won = await race(self.call.pool.acquire(), self._keep_alive(send), discard=_release)
+        won = await race(self.call.pool.acquire(self.call.affinity), self._keep_alive(send), discard=_release)
         if isinstance(won, Second):
             raise RuntimeError("keep-alives ended before a replica was ready")
         return won.value

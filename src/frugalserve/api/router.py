@@ -29,6 +29,11 @@ ROUTE_HEADER = "x-frugalserve-route"
 _ROUTING_HEADERS = (TIER_HEADER, PRIORITY_HEADER, SESSION_HEADER)
 
 
+def routing_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers routing reads (small, so they travel to a body worker)."""
+    return {h: headers[h] for h in _ROUTING_HEADERS if h in headers}
+
+
 class Router:
     def __init__(self, config: Config, pools: PoolSet, clock: Clock, registry: CollectorRegistry) -> None:
         self.config = config.routing
@@ -54,7 +59,7 @@ class Router:
                 param="model",
                 code="no_tier",
             )
-        return Counting(self._limits, True, {h: headers[h] for h in _ROUTING_HEADERS if h in headers})
+        return Counting(self._limits, True, routing_headers(headers))
 
     def route(self, features: Features, key: ApiKey | None, stream: bool) -> Route:
         """Decide the pool for an ``auto`` request; a conversation remembers the tier it wanted."""

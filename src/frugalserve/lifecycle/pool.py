@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Collection
 from typing import Any
 
 from frugalserve.clock import Clock
@@ -76,7 +77,8 @@ class ManagedPool:
     def is_ready(self) -> bool:
         return self.replica.state == "ready"
 
-    async def acquire(self) -> Lease:
+    async def acquire(self, affinity: str | None = None, exclude: Collection[str] = ()) -> Lease:
+        # One replica: nothing to choose (the autoscaling issue brings several, chosen as StaticPool does).
         r = self.replica
         if r.state == "ready":
             return _ManagedLease(r, Target(r.base_url, r.name, self._headers), 0.0)
@@ -103,6 +105,9 @@ class ManagedPool:
         finally:
             self.waiting -= 1
         return _ManagedLease(r, Target(r.base_url, r.name, self._headers), self.clock.monotonic() - t0)
+
+    def replicas_besides(self, names: Collection[str]) -> int:
+        return int(self.replica.name not in names)
 
     async def start(self) -> None:
         self.replica.start_owner()

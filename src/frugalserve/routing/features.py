@@ -286,6 +286,14 @@ def _priority(value: str | None) -> Priority:
     )
 
 
+def affinity_key(body: Mapping[str, Any], headers: Mapping[str, str]) -> str | None:
+    """The replica affinity key of a request, as :attr:`Features.affinity` (for requests that are not routed)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        messages = [{"role": "user", "content": body.get("prompt")}]
+    return _first_image_key(messages) or _session(body, messages, headers)
+
+
 def _session(body: Mapping[str, Any], messages: list[Any], headers: Mapping[str, str]) -> str | None:
     given = (headers.get(SESSION_HEADER) or "").strip()
     if given:
