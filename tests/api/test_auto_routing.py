@@ -132,6 +132,7 @@ async def test_the_tier_header_and_priority_are_honoured_and_checked(
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-frugalserve-tier"
     bad = await client.post("/v1/chat/completions", json=chat("hi"), headers={"x-frugalserve-priority": "urgent"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-frugalserve-priority"
+    assert bad.json()["error"]["code"] == "invalid_value"
 
 
 async def test_a_named_model_is_pinned_and_explained(gateway: tuple[httpx.AsyncClient, Gateway]) -> None:

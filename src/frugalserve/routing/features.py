@@ -282,7 +282,9 @@ def _priority(value: str | None) -> Priority:
     if v in ("low", "normal", "high"):
         return v  # type: ignore[return-value]
     raise InvalidRequest(
-        f"header {PRIORITY_HEADER} must be low, normal or high, got {value[:40]!r}", param=PRIORITY_HEADER
+        f"header {PRIORITY_HEADER} must be low, normal or high, got {value[:40]!r}",
+        param=PRIORITY_HEADER,
+        code="invalid_value",
     )
 
 

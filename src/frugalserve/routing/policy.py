@@ -156,7 +156,9 @@ def decide(
     if hint is not None:
         if cfg.rank(hint) < 0:
             raise InvalidRequest(
-                f"header {TIER_HEADER}: unknown tier {hint[:40]!r} (tiers: {', '.join(cfg.tiers)})", param=TIER_HEADER
+                f"header {TIER_HEADER}: unknown tier {hint[:40]!r} (tiers: {', '.join(cfg.tiers)})",
+                param=TIER_HEADER,
+                code="invalid_value",
             )
         if allowed_tiers is not None and hint not in allowed_tiers:
             raise PermissionDenied(f"header {TIER_HEADER}: this API key may not use tier {hint!r}", param=TIER_HEADER)
