@@ -141,10 +141,7 @@ class Accounting:
 
     def enter(self, record: RequestRecord) -> None:
         """Note the authorized request as in flight on its pool (until :meth:`submit`)."""
-        pool = record.pool or "-"
-        n = self._in_flight.get(pool, 0) + 1
-        self._in_flight[pool] = n
-        record.concurrency = n
+        self._join(record)
         self._open[id(record)] = record
 
     def move(self, record: RequestRecord, pool: str) -> None:
@@ -152,6 +149,10 @@ class Accounting:
         old = record.pool or "-"
         self._in_flight[old] = self._in_flight.get(old, 1) - 1
         record.pool = pool
+        self._join(record)
+
+    def _join(self, record: RequestRecord) -> None:
+        pool = record.pool or "-"
         n = self._in_flight.get(pool, 0) + 1
         self._in_flight[pool] = n
         record.concurrency = n

@@ -66,6 +66,7 @@ from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
 from frugalserve.routing.cascade import escalation_reason
+from frugalserve.routing.features import Features
 from frugalserve.upstream import Body, HttpUpstream, Timeouts, Upstream, UpstreamResponse
 
 log = logging.getLogger("frugalserve.gateway")
@@ -322,7 +323,7 @@ class Gateway:
                     lease = await call.pool.acquire(call.affinity, exclude=failed_replicas)
                     continue
                 failed.append(call.pool.name)
-                features = call.features if call.retarget is not None else None
+                features = _reroutable(call)
                 route = self.router.fallback(features, call.key, failed) if features is not None else None
                 if route is None:
                     raise
@@ -341,9 +342,8 @@ class Gateway:
         pool = self.pools.pools[route.pool]
         prepared, call.body = call.retarget(pool)
         record = call.record
-        self.metrics.in_flight.labels(call.pool.name).dec()
-        self.metrics.in_flight.labels(pool.name).inc()
         self.accounting.move(record, pool.name)
+        self.recorder.moved(record, call.pool.name)
         call.pool, call.prepared, call.route = pool, prepared, route
         record.tier, record.routing_reason = route.tier, route.detail
         record.replica = record.cold_start_wait_s = None
@@ -358,10 +358,13 @@ class Gateway:
             answer = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return None
-        flagged = escalation_reason(answer, self.config.routing.cascade) if isinstance(answer, dict) else None
-        if flagged is None or call.features is None:
+        features = _reroutable(call)
+        if features is None or not isinstance(answer, dict):
             return None
-        route = self.router.escalate(call.features, call.key, call.route.tier)
+        flagged = escalation_reason(answer, self.config.routing.cascade)
+        if flagged is None:
+            return None
+        route = self.router.escalate(features, call.key, call.route.tier)
         if route is None:
             return None
         call.carried = _plus(call.carried, usage)
@@ -400,7 +403,7 @@ class Gateway:
                 raise
             finally:
                 lease.release()
-            if upstream.status == 200 and self.config.routing.cascade.enabled and _reroutable(call):
+            if upstream.status == 200 and self.config.routing.cascade.enabled:
                 escalated = await self._escalate(call, payload, usage)
                 if escalated is not None:
                     return escalated
@@ -480,18 +483,22 @@ def _note(call: Call, note: str) -> None:
         call.record.notes = f"{call.record.notes}; {note}" if call.record.notes else note
 
 
-def _reroutable(call: Call) -> bool:
-    """An ``auto`` call whose body can be encoded again for another pool."""
-    return call.retarget is not None and call.features is not None
+def _reroutable(call: Call) -> Features | None:
+    """The features of an ``auto`` call whose body can be encoded again for another pool; None otherwise."""
+    return call.features if call.retarget is not None else None
 
 
 def _plus(a: Usage | None, b: Usage | None) -> Usage | None:
     """Token counts of two calls that served one request (the cascade), as one usage."""
     if a is None or b is None:
         return b if a is None else a
-    both = [(x, y) for x, y in ((a.prompt_tokens, b.prompt_tokens), (a.completion_tokens, b.completion_tokens))]
-    prompt, completion = (None if x is None or y is None else x + y for x, y in both)
-    return Usage(prompt, completion, a.note or b.note)
+    return Usage(
+        _add(a.prompt_tokens, b.prompt_tokens), _add(a.completion_tokens, b.completion_tokens), a.note or b.note
+    )
+
+
+def _add(x: int | None, y: int | None) -> int | None:
+    return None if x is None or y is None else x + y
 
 
 def _answer_headers(call: Call) -> dict[str, str]:

@@ -23,6 +23,11 @@ class Recorder:
         """The request has a pool: it counts as in flight until :meth:`finish`."""
         self.metrics.in_flight.labels(record.pool).inc()
 
+    def moved(self, record: RequestRecord, old_pool: str) -> None:
+        """The request left ``old_pool`` for ``record.pool`` before any answer (a fallback, the cascade)."""
+        self.metrics.in_flight.labels(old_pool).dec()
+        self.metrics.in_flight.labels(record.pool).inc()
+
     def first_byte(self, record: RequestRecord) -> None:
         record.ttfb_s = self.clock.monotonic() - record.started_mono
 

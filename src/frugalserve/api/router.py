@@ -39,6 +39,7 @@ class Router:
         self.config = config.routing
         self.clock = clock
         self.tiered: list[Pool] = [p for p in pools if p.config.tier is not None]
+        self._pinned: dict[str, Route] = {}
         self.sessions = SessionStore(self.config.sessions.ttl_s, self.config.sessions.max_entries)
         reference = self.tiered[0].config.limits if self.tiered else LimitsConfig()
         # Counting for auto: the shared image and fetch limits, and no caps (the chosen pool's come after).
@@ -98,8 +99,11 @@ class Router:
         return PoolsSnapshot(now, tuple(p.view(now) for p in pools))
 
     def pinned(self, pool: Pool) -> Route:
-        """The route of a request that named its model, explained the same way."""
-        route = pin(pool.view(self.clock.monotonic()))
+        """The route of a request that named its model, explained the same way (the same for every request
+        to that pool: built once, not from a snapshot per request)."""
+        route = self._pinned.get(pool.name)
+        if route is None:
+            route = self._pinned[pool.name] = pin(pool.view(self.clock.monotonic()))
         self.count(route)
         return route
 
