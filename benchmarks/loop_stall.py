@@ -28,7 +28,6 @@ import io
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -134,37 +133,22 @@ async def hostile_phase(base: str, port: int, body: bytes, seconds: float) -> di
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fs-stall-"))
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        up_port = procs.free_port()
-        up = procs.spawn([sys.executable, str(procs.FAKE_UPSTREAM), "--port", str(up_port)], tmp / "upstream.log")
-        started.append(up)
-        upstream = f"http://127.0.0.1:{up_port}"
-        procs.wait_http(upstream + "/health", proc=up)
-        gw_port = procs.free_port()
-        (tmp / "gw.yaml").write_text(
+    with procs.fake_upstream(tmp) as upstream:
+        config = (
             f"gateway: {{log_level: warning, max_body_mb: {max(args.text_mb, args.image_mb) * 1.2 + 1:.0f},"
             f" large_body_workers: {args.large_body_workers}}}\n"
             "pools:\n"
             f"  - {{name: vl, model: vl, backend: {{url: '{upstream}'}}}}\n"
             f"  - {{name: raw, model: raw, tokenizer: none, backend: {{url: '{upstream}'}}}}\n"
         )
-        gw = procs.spawn(
-            [sys.executable, "-m", "frugalserve", "up", "--config", str(tmp / "gw.yaml"), "--port", str(gw_port)],
-            tmp / "gateway.log",
-        )
-        started.append(gw)
-        base = f"http://127.0.0.1:{gw_port}"
-        procs.wait_http(base + "/healthz", proc=gw)
-        phases: dict[str, Any] = {"quiet": {"rtts": await probe(base, min(args.seconds, 3.0)), "results": []}}
-        for model, label in (("vl", "budget stage"), ("raw", "tokenizer: none")):
-            for kind in ("text", "one line", "image") if model == "vl" else ("text", "image"):
-                body = hostile_body(kind, model, args.text_mb, args.image_mb)
-                phases[f"{kind}, {label}"] = await hostile_phase(base, gw_port, body, args.seconds)
-        return phases
-    finally:
-        for proc in started:
-            procs.stop(proc)
+        with procs.gateway(tmp, config) as (base, _):
+            gw_port = int(base.rsplit(":", 1)[1])
+            phases: dict[str, Any] = {"quiet": {"rtts": await probe(base, min(args.seconds, 3.0)), "results": []}}
+            for model, label in (("vl", "budget stage"), ("raw", "tokenizer: none")):
+                for kind in ("text", "one line", "image") if model == "vl" else ("text", "image"):
+                    body = hostile_body(kind, model, args.text_mb, args.image_mb)
+                    phases[f"{kind}, {label}"] = await hostile_phase(base, gw_port, body, args.seconds)
+            return phases
 
 
 def main() -> None:

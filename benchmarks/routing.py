@@ -25,7 +25,6 @@ import dataclasses
 import gc
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -142,21 +141,7 @@ def gateway_yaml(upstream: str, tmp: Path) -> str:
 
 async def added_latency(rate: float, seconds: float, rounds: int, sequential: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-routing-"))
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        up_port = procs.free_port()
-        up = procs.spawn([sys.executable, str(procs.FAKE_UPSTREAM), "--port", str(up_port)], tmp / "upstream.log")
-        started.append(up)
-        upstream = f"http://127.0.0.1:{up_port}"
-        procs.wait_http(upstream + "/health", proc=up)
-        gw_port = procs.free_port()
-        (tmp / "gateway.yaml").write_text(gateway_yaml(upstream, tmp))
-        cmd = ["-m", "frugalserve", "up", "--config", str(tmp / "gateway.yaml"), "--port", str(gw_port)]
-        gw = procs.spawn([sys.executable, *cmd], tmp / "gateway.log")
-        started.append(gw)
-        gateway = f"http://127.0.0.1:{gw_port}"
-        procs.wait_http(gateway + "/healthz", proc=gw)
-
+    with procs.fake_upstream(tmp) as upstream, procs.gateway(tmp, gateway_yaml(upstream, tmp)) as (gateway, _):
         targets = {
             "direct": (upstream, {**CHAT, "model": "fake-model"}),
             "pinned": (gateway, {**CHAT, "model": PINNED}),
@@ -177,9 +162,6 @@ async def added_latency(rate: float, seconds: float, rounds: int, sequential: in
                 per_round[name].append({"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "n": len(lat), "errors": errors})
         one_by_one = await interleaved(targets, sequential)
         return {"routes": routes, "rounds": per_round, "sequential": one_by_one}
-    finally:
-        for proc in reversed(started):
-            procs.stop(proc)
 
 
 async def interleaved(targets: Mapping[str, tuple[str, dict[str, Any]]], n: int) -> dict[str, list[float]]:
