@@ -219,6 +219,9 @@ class FakeUpstream:
         while sent < size:
             await send({"type": "http.response.body", "body": block, "more_body": True})
             sent += len(block)
+            # Once the client is gone, uvicorn's send returns at once without suspending: yield, so that the
+            # disconnect watcher can cancel this task (as vLLM aborts a request whose client left).
+            await asyncio.sleep(0)
         await send({"type": "http.response.body", "body": b"\n", "more_body": True})
 
     async def _cancel_on_disconnect(self, receive: Any, task: asyncio.Task[Any]) -> None:
