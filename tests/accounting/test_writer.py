@@ -312,6 +312,18 @@ async def test_journal_is_emptied_once_its_rows_are_committed(engine: sa.Engine,
     assert rows_in(engine) == ["r0"]
 
 
+async def test_rows_a_forced_exit_journaled_survive_a_flush_that_follows(engine: sa.Engine, tmp_path: Path) -> None:
+    """After a forced exit hands its rows to the journal, the process may still run the writer's loop for a
+    moment: that flush must not move the journal aside and delete it (the rows are only there)."""
+    async with running(writer(engine, tmp_path, journal=Journal(tmp_path / "j.jsonl"))) as w:
+        w.submit(row(0))  # queued and journaled
+        w.write_now([row(1)])  # the forced exit: in-flight requests go to the journal
+        await w.flush()
+        assert rows_in(engine) == []  # the next start writes them, once
+    async with running(writer(engine, tmp_path, journal=Journal(tmp_path / "j.jsonl"))):
+        assert rows_in(engine) == ["r0", "r1"]
+
+
 async def test_retention_deletes_old_rows(engine: sa.Engine, tmp_path: Path) -> None:
     async with running(writer(engine, tmp_path, retention_days=1.0)) as w:
         old, new = row(0), row(1)

@@ -152,6 +152,7 @@ class UsageWriter:
         self.spool_path = Path(spool_path)
         self.dead_letter_path = Path(dead_letter_path)
         self.journal = journal
+        self._handed_over = False  # a forced exit left every row to the journal (write_now)
         self.retention_days = retention_days
         self.detector = detector
         self.metrics = WriterMetrics(registry)
@@ -248,6 +249,10 @@ class UsageWriter:
             for row in rows:
                 self.journal.append("r", _RECORDS.fit(row))
             self.journal.sync()
+            # The journal now holds everything (queued rows were journaled when submitted): the next start
+            # writes it, once. A flush that still ran here would move it aside and delete it.
+            self._rows, self._events = [], []
+            self._handed_over = True
             return
         items = _fitted([*self._rows, *rows], self._events)
         self._rows, self._events = [], []
@@ -282,6 +287,8 @@ class UsageWriter:
                 return
 
     async def _flush(self) -> None:
+        if self._handed_over:
+            return
         rows, self._rows = self._rows, []
         events, self._events = self._events, []
         self.metrics.queued.set(0)
