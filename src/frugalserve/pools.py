@@ -11,8 +11,10 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from frugalserve.clock import SystemClock
 from frugalserve.config import PoolConfig
 from frugalserve.errors import Conflict, NotFound
+from frugalserve.metrics.cost import BilledClock, CostMeter
 from frugalserve.routing.config import AffinityConfig
 from frugalserve.routing.replicas import HashRing, ReplicaLoad, choose_replica
 from frugalserve.routing.snapshot import DEFAULT_START_S, DEFAULT_WAKE_S, PoolView, pool_view
@@ -82,8 +84,11 @@ class _StaticLease:
         self.waited_s = 0.0
 
     def release(self) -> None:
-        if self._pool is not None:
-            self._pool.outstanding[self._index] -= 1
+        pool = self._pool
+        if pool is not None:
+            pool.outstanding[self._index] -= 1
+            if not pool.outstanding[self._index]:
+                pool.billed[self._index].busy(False)
             self._pool = None
 
 
@@ -94,7 +99,9 @@ class StaticPool:
     that key hashes to while that replica is not loaded past ``routing.affinity.load_factor`` times the
     mean (consistent hashing with bounded load), so the servers' prefix and vision caches hit."""
 
-    def __init__(self, config: PoolConfig, affinity: AffinityConfig | None = None) -> None:
+    def __init__(
+        self, config: PoolConfig, affinity: AffinityConfig | None = None, meter: CostMeter | None = None
+    ) -> None:
         urls = config.backend.static_urls
         assert urls, "a static pool needs backend.url or backend.urls"
         self.name = config.name
@@ -102,6 +109,10 @@ class StaticPool:
         headers = dict(config.backend.headers)
         self.targets = [Target(u.rstrip("/"), f"{config.name}-{i}", headers) for i, u in enumerate(urls)]
         self.outstanding = [0] * len(urls)
+        meter = meter or CostMeter(SystemClock())
+        self.billed = [BilledClock(meter.clock, config, "external") for _ in urls]  # /metrics' cost series
+        for billed in self.billed:
+            meter.add(config, billed)
         self._index = {t.replica: i for i, t in enumerate(self.targets)}
         affinity = affinity or AffinityConfig()
         self._load_factor = affinity.load_factor
@@ -120,6 +131,8 @@ class StaticPool:
                 loads = [r for r in loads if r.name not in exclude] or loads
             index = self._index[choose_replica(loads, affinity, self._ring, self._load_factor)]
         self.outstanding[index] += 1
+        if self.outstanding[index] == 1:
+            self.billed[index].busy(True)
         return _StaticLease(self, index)
 
     def replicas_besides(self, names: Collection[str]) -> int:

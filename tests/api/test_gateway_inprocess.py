@@ -224,8 +224,8 @@ async def test_metrics_count_requests_by_pool_and_status(client: httpx.AsyncClie
     await client.post("/v1/chat/completions", json=CHAT)
     await client.post("/v1/chat/completions", json={**CHAT, "model": "dead-model"})
     text = (await client.get("/metrics")).text
-    assert 'frugalserve_requests_total{endpoint="chat",pool="small",status="200"}' in text
-    assert 'frugalserve_requests_total{endpoint="chat",pool="dead",status="502"}' in text
+    assert 'frugalserve_requests_total{endpoint="chat",pool="small",status="200",tier="-"} 1.0' in text
+    assert 'frugalserve_requests_total{endpoint="chat",pool="dead",status="502",tier="-"} 1.0' in text
     assert "frugalserve_request_duration_seconds_bucket" in text
     assert 'frugalserve_requests_in_flight{pool="small"} 0.0' in text
 
@@ -257,8 +257,8 @@ async def test_big_image_is_resized_to_budget_and_usage_shows_the_saving(client:
     assert details["image_tokens"] <= 1024 + 2
     assert details["image_tokens_saved"] >= 1000
     metrics = (await client.get("/metrics")).text
-    assert 'frugalserve_image_tokens_saved_total{pool="small"}' in metrics
-    assert 'frugalserve_counted_prompt_tokens_total{kind="image",pool="small"}' in metrics
+    assert f'frugalserve_image_tokens_saved_total{{pool="small",tier="-"}} {details["image_tokens_saved"]:.1f}' in metrics
+    assert f'frugalserve_prompt_tokens_total{{kind="image",pool="small",tier="-"}} {details["image_tokens"]:.1f}' in metrics
 
 
 async def test_corrupt_image_is_400_naming_the_part(client: httpx.AsyncClient) -> None:

@@ -92,7 +92,7 @@ async def test_burst_of_50_against_cold_pool_all_succeed_with_one_start(tmp_path
         admin = (await client.get("/admin/pools")).json()["data"][0]
         assert admin["replicas"][0]["state"] == "ready" and admin["replicas"][0]["last_cold_start_s"] >= 0.5
         metrics = (await client.get("/metrics")).text
-        assert 'frugalserve_cold_starts_total{kind="start",pool="a"} 1.0' in metrics
+        assert 'frugalserve_cold_starts_total{kind="start",level="0",pool="a"} 1.0' in metrics
         pid = (await backend_stats(gateway, "a"))["pid"]
     assert not pid_alive(pid), "the backend's process group is stopped with the gateway"
 

@@ -62,6 +62,9 @@ from frugalserve.events import EventSink, FanoutEvents, RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
+from frugalserve.metrics.budgets import BudgetsCollector
+from frugalserve.metrics.cost import CostMeter
+from frugalserve.metrics.pools import PoolsCollector
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
@@ -104,12 +107,15 @@ class Gateway:
         self.events: EventSink = FanoutEvents(
             [self.recent_events, self.accounting.events, *([events] if events is not None else [])]
         )
-        self.lifecycle_metrics = LifecycleMetrics(self.metrics.registry)
+        self.lifecycle_metrics = LifecycleMetrics(self.metrics.registry, CostMeter(self.clock))
         if pools is None:
             managed = build_managed_pools(config, self.clock, self.events, self.lifecycle_metrics)
-            pools = [managed.get(p.name) or StaticPool(p, config.routing.affinity) for p in config.pools]
+            meter = self.lifecycle_metrics.meter
+            pools = [managed.get(p.name) or StaticPool(p, config.routing.affinity, meter) for p in config.pools]
         self.pools = PoolSet(pools)
         self.router = Router(config, self.pools, self.clock, self.metrics.registry)
+        self.metrics.registry.register(PoolsCollector(config, self.pools, self.clock))
+        self.metrics.registry.register(BudgetsCollector(self.accounting.gate))
         self.sink: RecordSink = sink or self.accounting
         self.recorder = Recorder(self.clock, self.metrics, self.sink)
         gw = config.gateway
@@ -282,17 +288,8 @@ class Gateway:
 
     def _count(self, pool: Pool, prepared: Prepared, record: RequestRecord) -> None:
         """What the budget stage counted, into the record and /metrics."""
-        prepared.fill(record)
+        prepared.fill(record)  # the record's counts feed /metrics when the request ends (api/recording.py)
         m = self.metrics
-        for kind_name, n in (
-            ("text", prepared.text_tokens),
-            ("image", prepared.image_tokens),
-            ("video", prepared.video_tokens),
-        ):
-            if n:
-                m.counted_tokens.labels(pool.name, kind_name).inc(n)
-        if prepared.image_tokens_saved:
-            m.tokens_saved.labels(pool.name).inc(prepared.image_tokens_saved)
         if prepared.max_tokens_clamped:
             m.max_tokens_clamped.labels(pool.name).inc()
 

@@ -51,18 +51,39 @@ class Recorder:
             record.prompt_tokens = usage.prompt_tokens
             record.completion_tokens = usage.completion_tokens
             record.usage_note = usage.note
-        pool = record.pool or "-"
         m = self.metrics
-        m.requests.labels(pool, record.endpoint, str(status)).inc()
+        pool = record.pool or "-"
+        tier = record.tier or "-"
+        m.requests.labels(pool, tier, record.endpoint, str(status)).inc()
         if record.pool:
             m.in_flight.labels(pool).dec()
-            m.latency.labels(pool, record.endpoint).observe(record.duration_s)
+            m.latency.labels(pool, tier, record.endpoint).observe(record.duration_s)
             if record.ttfb_s is not None:
-                m.ttfb.labels(pool, record.endpoint).observe(record.ttfb_s)
-            if record.prompt_tokens:
-                m.tokens.labels(pool, "prompt").inc(record.prompt_tokens)
+                m.ttft.labels(pool, tier, record.endpoint).observe(record.ttfb_s)
+            if record.prompt_tokens is not None:  # a backend processed it: its prompt by kind
+                _count_prompt(m, pool, tier, record)
             if record.completion_tokens:
-                m.tokens.labels(pool, "completion").inc(record.completion_tokens)
+                m.generation_tokens.labels(pool, tier).inc(record.completion_tokens)
+                if record.stream and record.ttfb_s is not None and record.completion_tokens > 1:
+                    gap = (record.duration_s - record.ttfb_s) / (record.completion_tokens - 1)
+                    m.itl.labels(pool, tier).observe(gap)
+            if record.image_tokens_saved:
+                m.tokens_saved.labels(pool, tier).inc(record.image_tokens_saved)
             if record.client_disconnected:
                 m.client_disconnects.labels(pool).inc()
         self.sink.submit(record)
+
+
+def _count_prompt(m: GatewayMetrics, pool: str, tier: str, record: RequestRecord) -> None:
+    """Prompt tokens by kind: the gateway's exact count where it counted, else the backend's usage."""
+    if record.counted_prompt_tokens is None:
+        if record.prompt_tokens:
+            m.prompt_tokens.labels(pool, tier, "uncounted").inc(record.prompt_tokens)
+        return
+    for kind, n in (
+        ("text", record.prompt_text_tokens),
+        ("image", record.prompt_image_tokens),
+        ("video", record.prompt_video_tokens),
+    ):
+        if n:
+            m.prompt_tokens.labels(pool, tier, kind).inc(n)

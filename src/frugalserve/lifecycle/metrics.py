@@ -4,27 +4,31 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-STATES = ("stopped", "starting", "ready", "sleeping", "stopping", "failed")
+from frugalserve.clock import SystemClock
+from frugalserve.metrics.cost import CostMeter
+
 COLD_START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
 class LifecycleMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """``meter``: the replicas' billed clocks, which also give the replicas-by-state gauge (one per gateway)."""
+
+    def __init__(self, registry: CollectorRegistry, meter: CostMeter | None = None) -> None:
+        self.meter = meter or CostMeter(SystemClock())
+        registry.register(self.meter)
         self.cold_starts = Counter(
             "frugalserve_cold_starts",
-            "Replicas made ready from cold, by pool and kind (start: from stopped or failed; wake: from sleep).",
-            ["pool", "kind"],
+            "Replicas made ready from cold, by pool, kind (start: from stopped or failed; wake: from sleep) and "
+            "level (0 for a start; the sleep level woken from).",
+            ["pool", "kind", "level"],
             registry=registry,
         )
         self.cold_start_seconds = Histogram(
             "frugalserve_cold_start_seconds",
-            "Time from a replica leaving stopped/sleeping to ready, by pool and kind.",
-            ["pool", "kind"],
+            "Time from a replica leaving stopped/sleeping to ready, by pool, kind and level.",
+            ["pool", "kind", "level"],
             buckets=COLD_START_BUCKETS,
             registry=registry,
-        )
-        self.replicas = Gauge(
-            "frugalserve_replicas", "Replicas by pool and state.", ["pool", "state"], registry=registry
         )
         self.transitions = Counter(
             "frugalserve_replica_transitions",
@@ -33,7 +37,10 @@ class LifecycleMetrics:
             registry=registry,
         )
         self.queued = Gauge(
-            "frugalserve_pool_queue_length", "Requests held for a replica, by pool.", ["pool"], registry=registry
+            "frugalserve_requests_held",
+            "Requests held while the pool starts or wakes, by pool.",
+            ["pool"],
+            registry=registry,
         )
         self.held_rejected = Counter(
             "frugalserve_pool_rejected",
@@ -41,7 +48,3 @@ class LifecycleMetrics:
             ["pool", "reason"],
             registry=registry,
         )
-
-    def set_state(self, pool: str, state: str) -> None:
-        for s in STATES:
-            self.replicas.labels(pool, s).set(1 if s == state else 0)

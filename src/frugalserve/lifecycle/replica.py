@@ -38,6 +38,7 @@ from frugalserve.errors import ServiceUnavailable
 from frugalserve.events import EventSink, ReplicaEvent
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.metrics import LifecycleMetrics
+from frugalserve.metrics.cost import BilledClock
 from frugalserve.lifecycle.policy import (
     ReplicaView,
     State,
@@ -108,7 +109,8 @@ class Replica:
         self._task: asyncio.Task[None] | None = None
         self._bad_probes = 0
         self._next_probe = 0.0
-        metrics.set_state(self.pool, self.state)
+        self.billed = BilledClock(clock, pool, self.state)  # its share of /metrics' cost series
+        metrics.meter.add(pool, self.billed)
 
     # -- what others may call ------------------------------------------------------------------------
 
@@ -143,6 +145,8 @@ class Replica:
     def lease(self) -> None:
         """Count a request in flight; the caller checked ``state == "ready"`` without awaiting since."""
         self.in_flight += 1
+        if self.in_flight == 1:
+            self.billed.busy(True)
         if self._drain is not None:  # a request during a drain cancels it
             drain, self._drain = self._drain, None
             for fut in drain.futures:
@@ -153,6 +157,7 @@ class Replica:
         self.in_flight -= 1
         self.last_used = max(self.last_used, self.clock.monotonic())
         if self.in_flight == 0:
+            self.billed.busy(False)
             self._post(_Command("kick"))
 
     def view(self) -> ReplicaView:
@@ -310,7 +315,7 @@ class Replica:
         now = self.clock.monotonic()
         event = ReplicaEvent(self.clock.wall(), self.pool, self.name, self.state, to, reason, now - self.since)
         self.state, self.since, self.since_wall = to, now, event.time
-        self.metrics.set_state(self.pool, to)
+        self.billed.state(to)
         self.metrics.transitions.labels(self.pool, to, reason).inc()
         log.info("%s: %s -> %s (%s)", self.name, event.from_state, to, reason)
         self.events.submit(event)
@@ -350,8 +355,9 @@ class Replica:
         self._bad_probes = 0
         self.last_cold_start_s = took
         self.recent_starts[kind].append(took)
-        self.metrics.cold_starts.labels(self.pool, kind).inc()
-        self.metrics.cold_start_seconds.labels(self.pool, kind).observe(took)
+        level = str(lc.sleep_level) if waking else "0"
+        self.metrics.cold_starts.labels(self.pool, kind, level).inc()
+        self.metrics.cold_start_seconds.labels(self.pool, kind, level).observe(took)
         self._set_state("ready", reason)
         if not waking:
             self._watch_exit()

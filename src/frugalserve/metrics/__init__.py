@@ -1,7 +1,10 @@
 """Prometheus metrics of one gateway, in a registry of its own (no process-global collectors).
 
-Later parts (lifecycle, budgets, accounting) add their metrics to the same registry through
-:attr:`GatewayMetrics.registry`, so that one ``/metrics`` shows them all.
+This module holds the request path's instruments; the other owners add theirs to the same registry
+(:attr:`GatewayMetrics.registry`) so that one ``/metrics`` shows them all: lifecycle (replicas, cold
+starts), :mod:`.cost` (dollars), :mod:`.pools` (utilisation, objectives), :mod:`.budgets`, the usage
+writer, the router, :mod:`.upstream` (the backends' own metrics) and :mod:`.gpu` (NVML).
+The catalogue, with every name and label, is docs/observability.md.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-TTFB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 
 
 class GatewayMetrics:
@@ -21,22 +25,49 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter(
             "frugalserve_requests",
-            "Requests answered, by pool, endpoint and HTTP status.",
-            ["pool", "endpoint", "status"],
+            "Requests answered, by pool, tier, endpoint and HTTP status.",
+            ["pool", "tier", "endpoint", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "frugalserve_request_duration_seconds",
-            "Time from request received to the last byte sent, by pool.",
-            ["pool", "endpoint"],
+            "Time from request received to the last byte sent, by pool and tier.",
+            ["pool", "tier", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.ttfb = Histogram(
-            "frugalserve_time_to_first_byte_seconds",
-            "Time from request received to the first response byte sent, by pool.",
-            ["pool", "endpoint"],
-            buckets=TTFB_BUCKETS,
+        self.ttft = Histogram(
+            "frugalserve_time_to_first_token_seconds",
+            "Time from request received to the first byte of the answer relayed (a stream's first token), "
+            "by pool and tier.",
+            ["pool", "tier", "endpoint"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "frugalserve_inter_token_latency_seconds",
+            "Mean time between generated tokens of a streamed answer (one observation per request), by pool and tier.",
+            ["pool", "tier"],
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
+        self.generation_tokens = Counter(
+            "frugalserve_generation_tokens",
+            "Completion tokens the backends reported, by pool and tier.",
+            ["pool", "tier"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "frugalserve_prompt_tokens",
+            "Prompt tokens of answered requests by kind: text, image, video (the gateway's exact count), or "
+            "uncounted (the backend's usage, for pools with tokenizer none).",
+            ["pool", "tier", "kind"],
+            registry=r,
+        )
+        self.tokens_saved = Counter(
+            "frugalserve_image_tokens_saved",
+            "Image tokens saved by resizing to the pool's budget and dropping duplicate images.",
+            ["pool", "tier"],
             registry=r,
         )
         self.in_flight = Gauge(
@@ -46,24 +77,6 @@ class GatewayMetrics:
             "frugalserve_upstream_errors",
             "Failures talking to a backend, by pool and kind (connect, timeout, broken, status, invalid).",
             ["pool", "kind"],
-            registry=r,
-        )
-        self.tokens = Counter(
-            "frugalserve_tokens",
-            "Tokens reported by backends, by pool and kind (prompt, completion).",
-            ["pool", "kind"],
-            registry=r,
-        )
-        self.counted_tokens = Counter(
-            "frugalserve_counted_prompt_tokens",
-            "Prompt tokens counted by the gateway before dispatch, by pool and kind (text, image, video).",
-            ["pool", "kind"],
-            registry=r,
-        )
-        self.tokens_saved = Counter(
-            "frugalserve_image_tokens_saved",
-            "Image tokens saved by resizing to the pool's budget and dropping duplicate images.",
-            ["pool"],
             registry=r,
         )
         self.max_tokens_clamped = Counter(
