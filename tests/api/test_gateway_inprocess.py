@@ -257,8 +257,13 @@ async def test_big_image_is_resized_to_budget_and_usage_shows_the_saving(client:
     assert details["image_tokens"] <= 1024 + 2
     assert details["image_tokens_saved"] >= 1000
     metrics = (await client.get("/metrics")).text
-    assert f'frugalserve_image_tokens_saved_total{{pool="small",tier="-"}} {details["image_tokens_saved"]:.1f}' in metrics
-    assert f'frugalserve_prompt_tokens_total{{kind="image",pool="small",tier="-"}} {details["image_tokens"]:.1f}' in metrics
+    assert (
+        f'frugalserve_image_tokens_saved_total{{pool="small",tier="-"}} {details["image_tokens_saved"]:.1f}' in metrics
+    )
+    assert (
+        f'frugalserve_prompt_tokens_total{{kind="image",pool="small",tier="-"}} {details["image_tokens"]:.1f}'
+        in metrics
+    )
 
 
 async def test_corrupt_image_is_400_naming_the_part(client: httpx.AsyncClient) -> None:

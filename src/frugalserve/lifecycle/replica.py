@@ -38,7 +38,6 @@ from frugalserve.errors import ServiceUnavailable
 from frugalserve.events import EventSink, ReplicaEvent
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.metrics import LifecycleMetrics
-from frugalserve.metrics.cost import BilledClock
 from frugalserve.lifecycle.policy import (
     ReplicaView,
     State,
@@ -47,6 +46,7 @@ from frugalserve.lifecycle.policy import (
     restart_delay,
 )
 from frugalserve.lifecycle.provisioner import Provisioner, StartFailed
+from frugalserve.metrics.cost import BilledClock
 
 log = logging.getLogger("frugalserve.lifecycle")
 

@@ -2,7 +2,8 @@
 
 Spend is the gate's own view (``accounting/budgets.py``): the last database snapshot plus this gateway's
 charges since, the same numbers that answer 429 ``budget_exceeded``. Only keys with a budget appear; the
-label is the key's name (bounded by the keys an operator creates; two active keys of one name get\nthe first characters of their ids), never its secret.
+label is the key's name (bounded by the keys an operator creates; two active keys of one name get
+the first characters of their ids), never its secret.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class BudgetsCollector(Collector):
 
     def _families(self, collecting: bool) -> Iterator[GaugeMetricFamily]:
         limit = GaugeMetricFamily(
-            "frugalserve_budget_limit_usd", "A key's budget, by key name and period (day, month; UTC).", labels=["key", "period"]
+            "frugalserve_budget_limit_usd",
+            "A key's budget, by key name and period (day, month; UTC).",
+            labels=["key", "period"],
         )
         remaining = GaugeMetricFamily(
             "frugalserve_budget_remaining_usd",

@@ -44,7 +44,7 @@ class BilledSeconds:
 class BilledClock:
     """Billed seconds of ONE replica, by kind. Its owner calls :meth:`state` and :meth:`busy`."""
 
-    __slots__ = ("_clock", "_reserved", "_state", "_busy", "_since", "_acc")
+    __slots__ = ("_acc", "_busy", "_clock", "_reserved", "_since", "_state")
 
     def __init__(self, clock: Clock, config: PoolConfig, state: str) -> None:
         self._clock = clock
@@ -133,7 +133,9 @@ class CostMeter(Collector):
 
     def _families(self, collecting: bool) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         cost = CounterMetricFamily(
-            "frugalserve_cost_usd", "Dollars billed since the gateway started, by pool and kind.", labels=["pool", "kind"]
+            "frugalserve_cost_usd",
+            "Dollars billed since the gateway started, by pool and kind.",
+            labels=["pool", "kind"],
         )
         burn = GaugeMetricFamily(
             "frugalserve_cost_burn_usd_per_hour", "What the pool costs per hour right now.", labels=["pool"]
@@ -144,7 +146,9 @@ class CostMeter(Collector):
             labels=["pool"],
         )
         savings = CounterMetricFamily(
-            "frugalserve_savings_usd", "Always-on cost less the billed cost, since the gateway started.", labels=["pool"]
+            "frugalserve_savings_usd",
+            "Always-on cost less the billed cost, since the gateway started.",
+            labels=["pool"],
         )
         replicas = GaugeMetricFamily("frugalserve_replicas", "Replicas by pool and state.", labels=["pool", "state"])
         if collecting:
