@@ -65,4 +65,6 @@ class Recorder:
                 m.tokens.labels(pool, "completion").inc(record.completion_tokens)
             if record.client_disconnected:
                 m.client_disconnects.labels(pool).inc()
+        if record.trace is not None:
+            record.trace.finish(record)
         self.sink.submit(record)
