@@ -221,6 +221,25 @@ class PoolConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces of each request (frugalserve.tracing), exported over OTLP/HTTP; off by default.
+    Needs the otel extra (pip install 'frugalserve[otel]')."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # an OTLP/HTTP collector's traces URL
+    service_name: str = "frugalserve"
+    sample_ratio: float = 1.0  # of traces begun here; a caller's traceparent decides for its own traces
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with each export (e.g. an API key)
+
+    def validate(self, path: str) -> None:
+        _check_url(f"{path}.endpoint", self.endpoint)
+        if not 0.0 <= self.sample_ratio <= 1.0:
+            raise ConfigError(f"{path}.sample_ratio", f"must be between 0 and 1, got {self.sample_ratio:g}")
+        if not self.service_name:
+            raise ConfigError(f"{path}.service_name", "must not be empty")
+
+
+@dataclass(frozen=True)
 class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     pools: tuple[PoolConfig, ...] = ()
@@ -228,6 +247,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     # Where the config came from, for messages; not a YAML key.
     source: str = field(default="<built-in>", metadata={"internal": True})
 

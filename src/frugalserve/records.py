@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from frugalserve.tracing import Trace
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class RequestRecord:
     cold_start_wait_s: float | None = None  # held while a replica started or woke
     client_disconnected: bool = False
     concurrency: int = 0  # requests in flight on the pool when this one was admitted (accounting)
+    trace: Trace | None = None  # not stored: the request's spans while tracing is on (frugalserve.tracing)
 
 
 class RecordSink(Protocol):

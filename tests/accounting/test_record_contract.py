@@ -9,7 +9,10 @@ from frugalserve.accounting.service import COMPUTED_COLUMNS, RECORD_COLUMNS, REN
 from frugalserve.records import RequestRecord
 
 # Fields that are deliberately not stored, with the reason.
-NOT_STORED = {"started_mono": "a monotonic clock reading, meaningless outside the process"}
+NOT_STORED = {
+    "started_mono": "a monotonic clock reading, meaningless outside the process",
+    "trace": "the request's live spans while tracing is on; they go to the OTLP collector",
+}
 
 
 def test_every_record_field_has_a_column():

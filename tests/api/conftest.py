@@ -16,6 +16,7 @@ class Backend:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.lengths: list[str | None] = []
+        self.headers: list[dict[str, str]] = []  # of each request (names lower-cased)
         self.url = ""
         self.finish: dict[str, str] = {}  # served model -> finish_reason of its answers (default "stop")
 
@@ -23,6 +24,7 @@ class Backend:
         body = await request.read()
         self.bodies.append(body)
         self.lengths.append(request.headers.get("content-length"))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         data = orjson.loads(body)
         usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
         if data.get("stream"):

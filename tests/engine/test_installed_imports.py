@@ -6,6 +6,10 @@ statement, lazy ones inside functions included, maps it to its distribution with
 ``importlib.metadata.packages_distributions()`` and checks that distribution is declared in pyproject.toml's
 core ``dependencies`` or the ``engine`` extra. Imports under ``if TYPE_CHECKING:`` never run, and imports
 inside ``try: ... except ImportError`` are optional by construction, so both are exempt.
+
+A module that serves an optional feature may also import that feature's extra, and only that module:
+:data:`OPTIONAL_EXTRAS` names each such module and its extra (``tracing.py`` imports ``opentelemetry``
+lazily, only when ``tracing.enabled``, and fails at startup naming ``pip install 'frugalserve[otel]'``).
 """
 
 from __future__ import annotations
@@ -20,15 +24,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "frugalserve"
+# module (relative to the package) -> the extra it may import besides core and engine
+OPTIONAL_EXTRAS = {"tracing.py": "otel"}
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def declared_distributions() -> set[str]:
+def declared_distributions(*extras: str) -> set[str]:
+    """Core, the engine extra, and ``extras``."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["engine"]
+    optional = project["optional-dependencies"]
+    requirements = project["dependencies"] + optional["engine"] + [r for e in extras for r in optional[e]]
     names = set()
     for req in requirements:
         match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
@@ -98,9 +106,10 @@ def undeclared_imports(source: str, declared: set[str]) -> list[str]:
 
 
 def test_every_module_imports_only_core_and_engine_dependencies() -> None:
-    declared = declared_distributions()
     problems = []
     for path in sorted(PACKAGE.rglob("*.py")):
+        extra = OPTIONAL_EXTRAS.get(path.relative_to(PACKAGE).as_posix())
+        declared = declared_distributions(*([extra] if extra else []))
         for problem in undeclared_imports(path.read_text(), declared):
             problems.append(f"{path.relative_to(ROOT)}: {problem}")
     assert not problems, "\n".join(problems)
@@ -122,3 +131,15 @@ def test_type_checking_and_optional_imports_are_exempt() -> None:
         "import aiohttp\n"
     )
     assert third_party_imports(source) == [("aiohttp", 8)]
+
+
+def test_an_optional_extra_is_allowed_only_in_the_module_that_serves_it() -> None:
+    """``opentelemetry`` (the otel extra) is fine in tracing.py and reported anywhere else."""
+    source = "def load():\n    from opentelemetry.sdk.trace import TracerProvider\n    return TracerProvider\n"
+    assert undeclared_imports(source, declared_distributions("otel")) == []
+    [problem] = undeclared_imports(source, declared_distributions())
+    assert (
+        problem.startswith("line 2: import opentelemetry comes from ") and "not declared in core or engine" in problem
+    )
+    assert OPTIONAL_EXTRAS == {"tracing.py": "otel"}
+    assert "opentelemetry" in {m for m, _ in third_party_imports((PACKAGE / "tracing.py").read_text())}

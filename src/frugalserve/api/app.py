@@ -70,6 +70,7 @@ from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
 from frugalserve.routing.cascade import escalation_reason
 from frugalserve.routing.features import Features
+from frugalserve.tracing import Tracing
 from frugalserve.upstream import Body, HttpUpstream, Timeouts, Upstream, UpstreamResponse
 
 log = logging.getLogger("frugalserve.gateway")
@@ -95,6 +96,7 @@ class Gateway:
         upstream_factory: Callable[[], Upstream] | None = None,
         sink: RecordSink | None = None,
         events: EventSink | None = None,
+        span_exporter: Any = None,  # an opentelemetry SpanExporter instead of OTLP/HTTP (tests)
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -118,6 +120,8 @@ class Gateway:
         self.metrics.registry.register(BudgetsCollector(self.accounting.gate))
         self.sink: RecordSink = sink or self.accounting
         self.recorder = Recorder(self.clock, self.metrics, self.sink)
+        # None when off: the request path then checks ``record.trace is None`` and nothing else (tracing.py).
+        self.tracing = Tracing(config.tracing, self.clock, span_exporter) if config.tracing.enabled else None
         gw = config.gateway
         self._upstream_factory = upstream_factory or (
             lambda: HttpUpstream(Timeouts(connect_s=gw.connect_timeout_s, read_s=gw.request_timeout_s))
@@ -157,6 +161,8 @@ class Gateway:
         if self.body_workers is not None:
             await self.body_workers.aclose()
         await self.accounting.stop()  # after the pools: their last events and every record are written
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes the last batch (a blocking export)
 
     def on_forced_exit(self) -> None:
         """A second SIGTERM: open requests will not finish and shutdown will not run; write what is in memory."""
@@ -173,6 +179,8 @@ class Gateway:
         re-raised for :mod:`~frugalserve.api.boundary` to answer."""
         request = Request(scope, receive)
         record = RequestRecord(request_id(request), kind, "", self.clock.wall(), self.clock.monotonic())
+        if self.tracing is not None:
+            record.trace = self.tracing.begin(record, request.headers)
         try:
             call = await self._admit(request, kind, path, record)
             response = await self._dispatch(call)
@@ -213,6 +221,8 @@ class Gateway:
 
     async def _admit(self, request: Request, kind: str, path: str, record: RequestRecord) -> Call:
         """Authenticate, read and check the body, authorize the key, count and cap the prompt, route ``auto``."""
+        if record.trace is not None:
+            record.trace.stage("budget")
         # Who is asking comes first: without a valid key, a caller learns nothing (not even which models exist).
         key = await self.accounting.gate.authenticate(request.headers.get("authorization"))
         pieces = await self._read_body(request)
@@ -229,6 +239,8 @@ class Gateway:
                 prepared, body = await worker.encode(pool.config, pinned is None)
         else:
             data, model = admission.parse(kind, b"".join(pieces), default)
+            if record.trace is not None:
+                record.trace.request(data)
             pinned, how = self._authorize(record, key, model, request.headers)
             fetcher = self.fetchers[pinned.name if pinned is not None else self.router.fetch_pool or ""]
             counted = await admission.count(kind, data, how, fetcher, self.image_cache)
@@ -269,6 +281,8 @@ class Gateway:
         self, record: RequestRecord, key: ApiKey | None, pinned: Pool | None, counted: Counted
     ) -> tuple[Pool, policy.Route]:
         """The pinned pool explained, or the router's choice for ``auto`` (now in flight on it)."""
+        if record.trace is not None:
+            record.trace.stage("routing")
         if pinned is None:
             assert counted.features is not None, "auto is counted with features"
             route = self.router.route(counted.features, key, counted.stream)
@@ -282,6 +296,8 @@ class Gateway:
 
     async def _dispatch(self, call: Call) -> ASGIApp:
         """Hold while the pool is cold (streams get their headers and keep-alives at once), then forward."""
+        if call.record.trace is not None:
+            call.record.trace.stage("holding")
         if call.stream and not call.pool.is_ready():
             return HeldStreamResponse(call, self._forward, self.recorder, self.clock, _answer_headers(call))
         return await self._forward(call, await call.pool.acquire(call.affinity))
@@ -310,6 +326,8 @@ class Gateway:
                 if lease.waited_s:
                     record.cold_start_wait_s = lease.waited_s
                 headers = {"content-type": "application/json", REQUEST_ID_HEADER: record.request_id, **target.headers}
+                if record.trace is not None:
+                    record.trace.upstream(call, target, headers)
                 upstream = await self._send(call, target.base_url + call.path, call.body, headers)
             except (UpstreamError, UpstreamTimeout) as exc:
                 lease.release()

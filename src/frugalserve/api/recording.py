@@ -71,6 +71,8 @@ class Recorder:
                 m.tokens_saved.labels(pool, tier).inc(record.image_tokens_saved)
             if record.client_disconnected:
                 m.client_disconnects.labels(pool).inc()
+        if record.trace is not None:
+            record.trace.finish(record)
         self.sink.submit(record)
 
 
