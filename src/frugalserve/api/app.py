@@ -62,6 +62,7 @@ from frugalserve.events import EventSink, FanoutEvents, RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
+from frugalserve.metrics.gpu import GpuCollector, GpuReader, GpuTelemetry, NvmlReader
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
@@ -92,6 +93,7 @@ class Gateway:
         upstream_factory: Callable[[], Upstream] | None = None,
         sink: RecordSink | None = None,
         events: EventSink | None = None,
+        gpu_reader: GpuReader | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -110,6 +112,11 @@ class Gateway:
             pools = [managed.get(p.name) or StaticPool(p, config.routing.affinity) for p in config.pools]
         self.pools = PoolSet(pools)
         self.router = Router(config, self.pools, self.clock, self.metrics.registry)
+        # NVML read on an interval off the event loop; the latest samples exported at scrape time.
+        self.gpus = GpuTelemetry(
+            gpu_reader or NvmlReader(), config.pools, config.gateway.gpu_metrics_interval_s, self.clock
+        )
+        self.metrics.registry.register(GpuCollector(self.gpus))
         self.sink: RecordSink = sink or self.accounting
         self.recorder = Recorder(self.clock, self.metrics, self.sink)
         gw = config.gateway
@@ -140,8 +147,10 @@ class Gateway:
         await self.accounting.start()
         for pool in self.pools:
             await pool.start()
+        self.gpus.start()
 
     async def shutdown(self) -> None:
+        await self.gpus.stop()
         for pool in self.pools:
             await pool.stop()
         if self.upstream is not None:
