@@ -298,11 +298,15 @@ class GpuTelemetry:
         await asyncio.to_thread(self._reader.close)  # waits for a read still running in its thread
 
     async def _run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.refresh()
+                failing = False
             except Exception:  # a bug in a reader must not end telemetry, nor leave old numbers exported
-                log.exception("GPU telemetry: the read failed")
+                if not failing:  # once per run of failures, not once per interval
+                    log.exception("GPU telemetry: the read failed")
+                failing = True
                 self._keep(())
             await self._clock.sleep(self._interval_s)
 
