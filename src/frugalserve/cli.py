@@ -46,6 +46,9 @@ COMMANDS: dict[str, Command] = {
     "report": Command(
         "frugalserve.commands.report", "GPU cost, tokens and savings from the usage records", loads_config=True
     ),
+    "gpus": Command(
+        "frugalserve.commands.gpus", "the GPUs NVML sees and the pools on each (GPU telemetry)", loads_config=True
+    ),
 }
 
 

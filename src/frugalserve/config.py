@@ -62,6 +62,8 @@ class GatewayConfig:
     header_timeout_s: float = 10.0  # from connect (or a request's first byte) to the end of its headers: 408
     body_timeout_s: float = 60.0  # from the end of the headers to the end of the body: 408
     max_connections: int = 1000  # open client connections; a request on one more gets 503
+    # NVML GPU telemetry (metrics/gpu.py): read this often, off the event loop; 0: off.
+    gpu_metrics_interval_s: float = 5.0
 
     def validate(self, path: str) -> None:
         if not 0 < self.port < 65536:
@@ -84,6 +86,8 @@ class GatewayConfig:
             raise ConfigError(f"{path}.large_body_mb", "must be >= 0")
         if self.large_body_workers < 0:
             raise ConfigError(f"{path}.large_body_workers", "must be >= 0")
+        if self.gpu_metrics_interval_s < 0:
+            raise ConfigError(f"{path}.gpu_metrics_interval_s", "must be >= 0 (0: off)")
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,15 @@ class GpuConfig:
     count: int = 1  # GPUs one replica bills for
     usd_per_hour: float = 0.0  # price of one GPU per hour
     billing: Literal["on_demand", "reserved"] = "on_demand"
+    # NVML indices of the GPUs the pool runs on (GPU telemetry); default: backend.env CUDA_VISIBLE_DEVICES.
+    indices: tuple[int, ...] | None = None
 
     def validate(self, path: str) -> None:
+        for i, index in enumerate(self.indices or ()):
+            if index < 0:
+                raise ConfigError(f"{path}.indices[{i}]", f"must be >= 0, got {index}")
+            if index in (self.indices or ())[:i]:
+                raise ConfigError(f"{path}.indices[{i}]", f"must not list GPU {index} twice")
         if self.memory_gb < 0:
             raise ConfigError(f"{path}.memory_gb", "must be >= 0")
         if self.count < 1:

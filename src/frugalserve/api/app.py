@@ -64,6 +64,7 @@ from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
 from frugalserve.metrics.budgets import BudgetsCollector
 from frugalserve.metrics.cost import CostMeter
+from frugalserve.metrics.gpu import GpuCollector, GpuReader, GpuTelemetry, NvmlReader
 from frugalserve.metrics.pools import PoolsCollector
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
@@ -97,6 +98,7 @@ class Gateway:
         sink: RecordSink | None = None,
         events: EventSink | None = None,
         span_exporter: Any = None,  # an opentelemetry SpanExporter instead of OTLP/HTTP (tests)
+        gpu_reader: GpuReader | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -118,6 +120,11 @@ class Gateway:
         self.router = Router(config, self.pools, self.clock, self.metrics.registry)
         self.metrics.registry.register(PoolsCollector(config, self.pools, self.clock))
         self.metrics.registry.register(BudgetsCollector(self.accounting.gate))
+        # NVML read on an interval off the event loop; the latest samples exported at scrape time.
+        self.gpus = GpuTelemetry(
+            gpu_reader or NvmlReader(), config.pools, config.gateway.gpu_metrics_interval_s, self.clock
+        )
+        self.metrics.registry.register(GpuCollector(self.gpus))
         self.sink: RecordSink = sink or self.accounting
         self.recorder = Recorder(self.clock, self.metrics, self.sink)
         # None when off: the request path then checks ``record.trace is None`` and nothing else (tracing.py).
@@ -150,8 +157,10 @@ class Gateway:
         await self.accounting.start()
         for pool in self.pools:
             await pool.start()
+        self.gpus.start()
 
     async def shutdown(self) -> None:
+        await self.gpus.stop()
         for pool in self.pools:
             await pool.stop()
         if self.upstream is not None:
