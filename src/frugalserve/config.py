@@ -62,6 +62,8 @@ class GatewayConfig:
     header_timeout_s: float = 10.0  # from connect (or a request's first byte) to the end of its headers: 408
     body_timeout_s: float = 60.0  # from the end of the headers to the end of the body: 408
     max_connections: int = 1000  # open client connections; a request on one more gets 503
+    # Seconds between scrapes of each ready replica's own /metrics (frugalserve.metrics.upstream); 0: none.
+    upstream_metrics_interval_s: float = 5.0
 
     def validate(self, path: str) -> None:
         if not 0 < self.port < 65536:
@@ -84,6 +86,8 @@ class GatewayConfig:
             raise ConfigError(f"{path}.large_body_mb", "must be >= 0")
         if self.large_body_workers < 0:
             raise ConfigError(f"{path}.large_body_workers", "must be >= 0")
+        if self.upstream_metrics_interval_s < 0:
+            raise ConfigError(f"{path}.upstream_metrics_interval_s", "must be >= 0 (0 turns scraping off)")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from frugalserve.events import EventSink, FanoutEvents, RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import build_managed_pools
 from frugalserve.metrics import GatewayMetrics
+from frugalserve.metrics.upstream import UpstreamCollector, UpstreamTelemetry
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
@@ -109,7 +110,11 @@ class Gateway:
             managed = build_managed_pools(config, self.clock, self.events, self.lifecycle_metrics)
             pools = [managed.get(p.name) or StaticPool(p, config.routing.affinity) for p in config.pools]
         self.pools = PoolSet(pools)
-        self.router = Router(config, self.pools, self.clock, self.metrics.registry)
+        # Each ready replica's own /metrics, scraped on an interval: re-exported, and read by routing.
+        self.telemetry = UpstreamTelemetry(self.pools, config.gateway.upstream_metrics_interval_s, self.clock)
+        if self.telemetry.enabled:
+            self.metrics.registry.register(UpstreamCollector(self.telemetry))
+        self.router = Router(config, self.pools, self.clock, self.metrics.registry, self.telemetry)
         self.sink: RecordSink = sink or self.accounting
         self.recorder = Recorder(self.clock, self.metrics, self.sink)
         gw = config.gateway
@@ -140,8 +145,10 @@ class Gateway:
         await self.accounting.start()
         for pool in self.pools:
             await pool.start()
+        self.telemetry.start()
 
     async def shutdown(self) -> None:
+        await self.telemetry.stop()
         for pool in self.pools:
             await pool.stop()
         if self.upstream is not None:
