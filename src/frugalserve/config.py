@@ -64,6 +64,8 @@ class GatewayConfig:
     max_connections: int = 1000  # open client connections; a request on one more gets 503
     # NVML GPU telemetry (metrics/gpu.py): read this often, off the event loop; 0: off.
     gpu_metrics_interval_s: float = 5.0
+    # Seconds between scrapes of each ready replica's own /metrics (frugalserve.metrics.upstream); 0: none.
+    upstream_metrics_interval_s: float = 5.0
 
     def validate(self, path: str) -> None:
         if not 0 < self.port < 65536:
@@ -88,6 +90,8 @@ class GatewayConfig:
             raise ConfigError(f"{path}.large_body_workers", "must be >= 0")
         if self.gpu_metrics_interval_s < 0:
             raise ConfigError(f"{path}.gpu_metrics_interval_s", "must be >= 0 (0: off)")
+        if self.upstream_metrics_interval_s < 0:
+            raise ConfigError(f"{path}.upstream_metrics_interval_s", "must be >= 0 (0 turns scraping off)")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from frugalserve.clock import SystemClock
 from frugalserve.config import PoolConfig
@@ -18,6 +18,9 @@ from frugalserve.metrics.cost import BilledClock, CostMeter
 from frugalserve.routing.config import AffinityConfig
 from frugalserve.routing.replicas import HashRing, ReplicaLoad, choose_replica
 from frugalserve.routing.snapshot import DEFAULT_START_S, DEFAULT_WAKE_S, PoolView, pool_view
+
+if TYPE_CHECKING:  # metrics.upstream imports this module's Target
+    from frugalserve.metrics.upstream import PoolTelemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +60,17 @@ class Pool(Protocol):
         """True when acquire() would not wait (a cold pool makes streaming clients wait with keep-alives)."""
         ...
 
+    def ready_targets(self) -> list[Target]:
+        """The replicas serving now, each once: what upstream telemetry scrapes (frugalserve.metrics.upstream)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """State for GET /admin/pools."""
         ...
 
-    def view(self, now: float) -> PoolView:
-        """The pool's live state for routing (frugalserve.routing.snapshot)."""
+    def view(self, now: float, telemetry: PoolTelemetry | None = None) -> PoolView:
+        """The pool's live state for routing (frugalserve.routing.snapshot), with what its replicas' own
+        /metrics said (``telemetry``, kept by frugalserve.metrics.upstream) when the caller has it."""
         ...
 
     async def wake(self, reason: str = "admin", wait: bool = False) -> None: ...
@@ -141,7 +149,10 @@ class StaticPool:
     def is_ready(self) -> bool:
         return True
 
-    def view(self, now: float) -> PoolView:
+    def ready_targets(self) -> list[Target]:
+        return self.targets
+
+    def view(self, now: float, telemetry: PoolTelemetry | None = None) -> PoolView:
         # Someone else runs it: always up, never started or woken by us.
         n = len(self.targets)
         return pool_view(
@@ -154,6 +165,7 @@ class StaticPool:
             eta_s=0.0,
             start_s=DEFAULT_START_S,
             wake_s=DEFAULT_WAKE_S[1],
+            telemetry=telemetry,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -66,6 +66,7 @@ from frugalserve.metrics.budgets import BudgetsCollector
 from frugalserve.metrics.cost import CostMeter
 from frugalserve.metrics.gpu import GpuCollector, GpuReader, GpuTelemetry, NvmlReader
 from frugalserve.metrics.pools import PoolsCollector
+from frugalserve.metrics.upstream import UpstreamCollector, UpstreamTelemetry
 from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
@@ -117,7 +118,11 @@ class Gateway:
             meter = self.lifecycle_metrics.meter
             pools = [managed.get(p.name) or StaticPool(p, config.routing.affinity, meter) for p in config.pools]
         self.pools = PoolSet(pools)
-        self.router = Router(config, self.pools, self.clock, self.metrics.registry)
+        # Each ready replica's own /metrics, scraped on an interval: re-exported, and read by routing.
+        self.telemetry = UpstreamTelemetry(self.pools, config.gateway.upstream_metrics_interval_s, self.clock)
+        if self.telemetry.enabled:
+            self.metrics.registry.register(UpstreamCollector(self.telemetry))
+        self.router = Router(config, self.pools, self.clock, self.metrics.registry, self.telemetry)
         self.metrics.registry.register(PoolsCollector(config, self.pools, self.clock))
         self.metrics.registry.register(BudgetsCollector(self.accounting.gate))
         # NVML read on an interval off the event loop; the latest samples exported at scrape time.
@@ -158,9 +163,11 @@ class Gateway:
         for pool in self.pools:
             await pool.start()
         self.gpus.start()
+        self.telemetry.start()
 
     async def shutdown(self) -> None:
         await self.gpus.stop()
+        await self.telemetry.stop()
         for pool in self.pools:
             await pool.stop()
         if self.upstream is not None:

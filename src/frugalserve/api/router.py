@@ -18,6 +18,7 @@ from frugalserve.budget.limits import LimitsConfig
 from frugalserve.clock import Clock
 from frugalserve.config import Config
 from frugalserve.errors import InvalidRequest
+from frugalserve.metrics.upstream import UpstreamTelemetry
 from frugalserve.pools import Pool, PoolSet
 from frugalserve.routing import retry
 from frugalserve.routing.features import PRIORITY_HEADER, SESSION_HEADER, TIER_HEADER, Features
@@ -35,9 +36,18 @@ def routing_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class Router:
-    def __init__(self, config: Config, pools: PoolSet, clock: Clock, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        config: Config,
+        pools: PoolSet,
+        clock: Clock,
+        registry: CollectorRegistry,
+        telemetry: UpstreamTelemetry | None = None,
+    ) -> None:
         self.config = config.routing
         self.clock = clock
+        # The replicas' own /metrics, read from the last scrape round into each snapshot (no I/O here).
+        self.telemetry = telemetry if telemetry is not None and telemetry.enabled else None
         self.tiered: list[Pool] = [p for p in pools if p.config.tier is not None]
         self._pinned: dict[str, Route] = {}
         self.sessions = SessionStore(self.config.sessions.ttl_s, self.config.sessions.max_entries)
@@ -96,7 +106,10 @@ class Router:
 
     def _snapshot(self, key: ApiKey | None, now: float) -> PoolsSnapshot:
         pools = self.tiered if key is None or key.models is None else [p for p in self.tiered if _allowed(key, p)]
-        return PoolsSnapshot(now, tuple(p.view(now) for p in pools))
+        t = self.telemetry
+        if t is None:
+            return PoolsSnapshot(now, tuple(p.view(now) for p in pools))
+        return PoolsSnapshot(now, tuple(p.view(now, t.pool(p.name, now)) for p in pools))
 
     def pinned(self, pool: Pool) -> Route:
         """The route of a request that named its model, explained the same way (the same for every request

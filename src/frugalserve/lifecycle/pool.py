@@ -25,6 +25,7 @@ from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.policy import prewarm_due, restart_delay, start_eta
 from frugalserve.lifecycle.provisioner import CommandProvisioner, Provisioner, within
 from frugalserve.lifecycle.replica import Replica
+from frugalserve.metrics.upstream import PoolTelemetry
 from frugalserve.pools import Lease, Target
 from frugalserve.routing.snapshot import DEFAULT_WAKE_S, PoolState, PoolView, mean_or, pool_view
 
@@ -109,6 +110,10 @@ class ManagedPool:
     def replicas_besides(self, names: Collection[str]) -> int:
         return int(self.replica.name not in names)
 
+    def ready_targets(self) -> list[Target]:
+        r = self.replica
+        return [Target(r.base_url, r.name, self._headers)] if r.state == "ready" else []
+
     async def start(self) -> None:
         self.replica.start_owner()
         if self.config.lifecycle.prewarm:
@@ -145,7 +150,7 @@ class ManagedPool:
             "replicas": [r.describe()],
         }
 
-    def view(self, now: float) -> PoolView:
+    def view(self, now: float, telemetry: PoolTelemetry | None = None) -> PoolView:
         """The replica's state, its measured start and wake times, and what a request arriving now waits."""
         r = self.replica
         lc = self.config.lifecycle
@@ -179,6 +184,7 @@ class ManagedPool:
             eta_s=eta,
             start_s=start_s,
             wake_s=wake_s,
+            telemetry=telemetry,
         )
 
     # -- internals ---------------------------------------------------------------------------------

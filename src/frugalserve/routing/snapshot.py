@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # frugalserve.config imports routing.config; keep this module free of that cycle
     from frugalserve.config import PoolConfig
+    from frugalserve.metrics.upstream import PoolTelemetry
 
 PoolState = Literal["ready", "starting", "waking", "sleeping", "stopped", "failed", "external"]
 WARM: frozenset[str] = frozenset(("ready", "external"))  # serve without waiting for a start
@@ -51,6 +52,8 @@ class PoolView:
     wake_s: float  # measured mean (or default) of a wake from sleep
     min_warm_s: float
     linger_s: float | None  # idle seconds before it sleeps or stops after its last request; None: never
+    # What the replicas' own /metrics said at the last scrape (running, waiting, KV cache); None: not scraped.
+    telemetry: PoolTelemetry | None = None
 
     @property
     def warm(self) -> bool:
@@ -84,6 +87,7 @@ def pool_view(
     eta_s: float,
     start_s: float,
     wake_s: float,
+    telemetry: PoolTelemetry | None = None,
 ) -> PoolView:
     """A view whose static half (price, caps, modalities, tier) comes from the pool's config."""
     lim = config.limits
@@ -111,6 +115,7 @@ def pool_view(
         wake_s=wake_s,
         min_warm_s=lc.min_warm_s,
         linger_s=min(idle) if idle else None,
+        telemetry=telemetry,
     )
 
 
