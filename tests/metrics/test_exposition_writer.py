@@ -175,3 +175,8 @@ def test_random_label_values_and_floats_match(values: list[tuple[str, str]], num
     fam.add_metric([values[0][0]], number)
     r.register(_Families([fam]))
     assert_same(r)
+
+
+async def test_render_off_loop_writes_the_same_text_in_a_thread() -> None:
+    g = _gateway()
+    assert await g.metrics.render_off_loop() == generate_latest(g.metrics.registry)

@@ -9,6 +9,8 @@ The catalogue, with every name and label, is docs/observability.md.
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -102,3 +104,10 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The text exposition (what ``generate_latest`` prints, at a third of its cost: .exposition)."""
         return self.writer.render(self.registry)
+
+    async def render_off_loop(self) -> bytes:
+        """:meth:`render` for GET /metrics: the samples are collected on the event loop, since collectors read
+        state the loop owns (dicts it may change while a thread iterates them), and written to text in a
+        thread, so the loop only stalls for the collection."""
+        families = list(self.registry.collect())
+        return await asyncio.to_thread(self.writer.write, families)
