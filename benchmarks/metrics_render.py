@@ -4,8 +4,16 @@ A gateway (built in process, not started: nothing but the registry is exercised)
 in three tiers, each with two replicas and an upstream telemetry sample per replica, and ``--keys`` API keys
 with daily and monthly budgets and some spend. Every request series a busy gateway would have is filled
 in: per pool two endpoints x four statuses, the latency histograms, tokens by kind, cold starts, routing
-decisions. Then ``GatewayMetrics.render()`` (what GET /metrics runs on the event loop) is timed ``--runs``
-times; the median, p90 and max are printed with the exposition's size and series count.
+decisions. Then both renderers are timed ``--runs`` times each, alternated so machine noise hits them
+alike: prometheus_client's ``generate_latest`` (what ``GatewayMetrics.render()`` ran before) and our
+writer (frugalserve.metrics.exposition, what it runs now); also the registry's ``collect()`` alone, the
+part both share. Median, p90 and max of each, their ratio, the exposition's size and series count.
+
+Then the event loop's stall while scrapes run (``--stall-seconds`` per variant, one scrape every 50 ms): a
+probe task sleeps 1 ms again and again and records how late it wakes (what any request waiting on the loop
+would wait), with the GIL switch interval the gateway sets (1 ms). Variants: no scrape; the whole render
+on the loop with generate_latest, and with ours; ours with the text written in a thread
+(``GatewayMetrics.render_off_loop``, what GET /metrics runs).
 
     PYTHONPATH=src python benchmarks/metrics_render.py [--pools 20] [--keys 200] [--runs 200] [--json FILE]
 """
@@ -13,6 +21,7 @@ times; the median, p90 and max are printed with the exposition's size and series
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
@@ -21,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from prometheus_client import generate_latest  # noqa: E402
 
 from frugalserve import config as cfg  # noqa: E402
 from frugalserve.accounting.keys import ApiKey  # noqa: E402
@@ -92,36 +103,80 @@ def build(pools: int, keys: int) -> Gateway:
     return g
 
 
+async def stall(g: Gateway, scrape: object, seconds: float) -> list[float]:
+    """How late (ms) a 1 ms sleeper wakes while ``scrape`` (None, or an async callable) runs every 50 ms."""
+    loop = asyncio.get_running_loop()
+    lateness: list[float] = []
+    stop = loop.time() + seconds
+
+    async def probe() -> None:
+        while loop.time() < stop:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lateness.append((time.perf_counter() - t0) * 1000 - 1.0)
+
+    async def scraper() -> None:
+        while callable(scrape) and loop.time() < stop:
+            await scrape()
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(probe(), scraper())
+    return lateness
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pools", type=int, default=20)
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--stall-seconds", type=float, default=5.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     g = build(args.pools, args.keys)
+    registry = g.metrics.registry
     text = g.metrics.render()
     series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
-    times = []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        g.metrics.render()
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    result = {
-        "pools": args.pools,
-        "keys": args.keys,
-        "series": series,
-        "bytes": len(text),
-        "render_ms_p50": statistics.median(times),
-        "render_ms_p90": times[int(0.9 * (len(times) - 1))],
-        "render_ms_max": times[-1],
+    renderers = {
+        "generate_latest": lambda: generate_latest(registry),
+        "ours": g.metrics.render,
+        "collect only": lambda: list(registry.collect()),
     }
-    print(
-        f"{args.pools} pools, {args.keys} keys: {series} series, {len(text) / 1024:.0f} KiB; render "
-        f"p50 {result['render_ms_p50']:.2f} ms, p90 {result['render_ms_p90']:.2f} ms, "
-        f"max {result['render_ms_max']:.2f} ms over {args.runs} runs"
-    )
+    times: dict[str, list[float]] = {name: [] for name in renderers}
+    for _ in range(args.runs):
+        for name, render in renderers.items():
+            t0 = time.perf_counter()
+            render()
+            times[name].append((time.perf_counter() - t0) * 1000)
+    result: dict[str, object] = {"pools": args.pools, "keys": args.keys, "series": series, "bytes": len(text)}
+    print(f"{args.pools} pools, {args.keys} keys: {series} series, {len(text) / 1024:.0f} KiB, {args.runs} runs each")
+    for name, values in times.items():
+        values.sort()
+        p50, p90 = statistics.median(values), values[int(0.9 * (len(values) - 1))]
+        result[name] = {"p50_ms": p50, "p90_ms": p90, "max_ms": values[-1]}
+        print(f"  {name:16} p50 {p50:6.2f} ms  p90 {p90:6.2f} ms  max {values[-1]:6.2f} ms")
+    old, new = statistics.median(times["generate_latest"]), statistics.median(times["ours"])
+    result["ratio_p50"] = old / new
+    print(f"  generate_latest / ours: {old / new:.2f}x at the median")
+
+    async def on_loop_generate_latest() -> None:
+        generate_latest(registry)
+
+    async def on_loop_ours() -> None:
+        g.metrics.render()
+
+    sys.setswitchinterval(0.001)  # as the gateway's server does
+    variants = {
+        "no scrape": None,
+        "generate_latest on the loop": on_loop_generate_latest,
+        "ours on the loop": on_loop_ours,
+        "ours, written in a thread": g.metrics.render_off_loop,
+    }
+    print(f"event loop stall, 1 ms sleeper, a scrape every 50 ms, {args.stall_seconds:.0f} s each:")
+    for name, scrape in variants.items():
+        late = sorted(asyncio.run(stall(g, scrape, args.stall_seconds)))
+        p99 = late[int(0.99 * (len(late) - 1))]
+        result[f"stall {name}"] = {"p50_ms": statistics.median(late), "p99_ms": p99, "max_ms": late[-1]}
+        print(f"  {name:28} late p50 {statistics.median(late):6.2f} ms  p99 {p99:6.2f} ms  max {late[-1]:6.2f} ms")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

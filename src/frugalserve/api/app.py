@@ -498,7 +498,7 @@ class Gateway:
                 "/metrics needs 'Authorization: Bearer <gateway.metrics_token>'.",
                 code=None if request.headers.get("authorization") else "missing_api_key",
             )
-        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+        return Response(await self.metrics.render_off_loop(), media_type=self.metrics.content_type)
 
     async def admin_usage(self, request: Request) -> Response:
         body = await self.accounting.usage_report(request.query_params)

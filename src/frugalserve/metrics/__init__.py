@@ -9,8 +9,12 @@ The catalogue, with every name and label, is docs/observability.md.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+import asyncio
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from frugalserve.metrics.exposition import ExpositionWriter
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -26,6 +30,7 @@ class GatewayMetrics:
         # library, for the whole process: a gateway process serves one registry.)
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
+        self.writer = ExpositionWriter()
         r = self.registry
         self.requests = Counter(
             "frugalserve_requests",
@@ -97,4 +102,12 @@ class GatewayMetrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition (what ``generate_latest`` prints, at a third of its cost: .exposition)."""
+        return self.writer.render(self.registry)
+
+    async def render_off_loop(self) -> bytes:
+        """:meth:`render` for GET /metrics: the samples are collected on the event loop, since collectors read
+        state the loop owns (dicts it may change while a thread iterates them), and written to text in a
+        thread, so the loop only stalls for the collection."""
+        families = list(self.registry.collect())
+        return await asyncio.to_thread(self.writer.write, families)
