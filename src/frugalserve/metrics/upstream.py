@@ -42,8 +42,10 @@ log = logging.getLogger("frugalserve.metrics.upstream")
 
 # A replica is stale once its last good scrape is this many intervals old (a missed round or two is noise).
 STALE_AFTER_INTERVALS = 3
-# The most a scrape may take; shorter than the interval so that one slow replica never delays the next round.
+# The most a scrape may take: the interval, within [1 s, 2 s]. One slow replica delays the next round by at
+# most that; below 1 s a model server busy decoding on a shared CPU would be called stale while it is fine.
 MAX_SCRAPE_TIMEOUT_S = 2.0
+MIN_SCRAPE_TIMEOUT_S = 1.0
 # vLLM's exposition is ~100-200 KB; a body past this is not a model server's metrics.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -199,8 +201,9 @@ class UpstreamTelemetry:
         self.pools = list(pools)
         self.interval_s = interval_s
         self.clock = clock
-        self.timeout_s = min(MAX_SCRAPE_TIMEOUT_S, interval_s) if interval_s > 0 else MAX_SCRAPE_TIMEOUT_S
-        self.max_age_s = STALE_AFTER_INTERVALS * interval_s
+        self.timeout_s = min(MAX_SCRAPE_TIMEOUT_S, max(MIN_SCRAPE_TIMEOUT_S, interval_s))
+        # a round that is still waiting on a slow replica does not make the others' samples stale
+        self.max_age_s = STALE_AFTER_INTERVALS * interval_s + self.timeout_s
         self._samples: dict[tuple[str, str], ReplicaSample] = {}
         self._pools: dict[str, PoolTelemetry] = {}
         self._task: asyncio.Task[None] | None = None
