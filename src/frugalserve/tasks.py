@@ -15,6 +15,7 @@ does the whole pattern once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -84,3 +85,12 @@ def _abandon(task: asyncio.Future[Any], discard: Callable[[Any], object] | None)
     else:
         task.add_done_callback(settle)
         task.cancel()
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task its owner is stopping and wait until it has ended (None: nothing to stop)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

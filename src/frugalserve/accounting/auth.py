@@ -29,6 +29,7 @@ from frugalserve.accounting import budgets, keys, store
 from frugalserve.accounting.config import AccountingConfig, AuthConfig
 from frugalserve.clock import Clock
 from frugalserve.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from frugalserve.tasks import stop_task
 
 log = logging.getLogger("frugalserve.auth")
 
@@ -98,11 +99,8 @@ class Gate:
         self._task = asyncio.create_task(self._run(), name="auth-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         # A read in a worker thread cannot be cancelled: let it give its connection back before the engine
         # is disposed (else the connection is dropped still open).
         for reading in list(self._reads):

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from frugalserve.clock import Clock
 from frugalserve.config import PoolConfig
+from frugalserve.tasks import stop_task
 
 log = logging.getLogger("frugalserve.gpu")
 
@@ -290,11 +291,8 @@ class GpuTelemetry:
             self._task = asyncio.create_task(self._run(), name="gpu-telemetry")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await asyncio.to_thread(self._reader.close)  # waits for a read still running in its thread
 
     async def _run(self) -> None:

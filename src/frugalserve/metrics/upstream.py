@@ -24,7 +24,6 @@ and engine), except the KV cache usage, whose largest value is kept (the fullest
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from frugalserve.clock import Clock
 from frugalserve.pools import Target
+from frugalserve.tasks import stop_task
 
 log = logging.getLogger("frugalserve.metrics.upstream")
 
@@ -243,11 +243,8 @@ class UpstreamTelemetry:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="upstream-telemetry")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None
