@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import openai
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def _free_port() -> int:
@@ -167,6 +168,30 @@ def main(run_venv: Path) -> int:
         _check(
             (total["usd_billed"] or 0) > 0, f"report shows dollars at the demo's example price: {total['usd_billed']}"
         )
+
+        # /metrics of the installed gateway, read with the Prometheus client's own parser: the image tokens it
+        # counted, dollars by kind, the engine's own series re-exported; and the installed `frugalserve gpus`.
+        families = {f.name: f for f in text_string_to_metric_families(httpx.get(base + "/metrics", timeout=10).text)}
+        image_metric = sum(
+            s.value for s in families["frugalserve_prompt_tokens"].samples if s.labels.get("kind") == "image"
+        )
+        _check(image_metric == total_image, f"/metrics: {image_metric:g} image tokens, as the responses said")
+        cost = {s.labels["kind"]: s.value for s in families["frugalserve_cost_usd"].samples}
+        _check(
+            cost.get("cold_start", 0) > 0 and cost.get("busy", 0) > 0,
+            f"/metrics: dollars billed by kind {', '.join(f'{k} {v:.6f}' for k, v in sorted(cost.items()))}",
+        )
+        deadline = time.monotonic() + 15
+        while "frugalserve_upstream_generation_tokens" not in families and time.monotonic() < deadline:
+            time.sleep(1)  # the gateway scrapes the engine every 5 s
+            families = {
+                f.name: f for f in text_string_to_metric_families(httpx.get(base + "/metrics", timeout=10).text)
+            }
+        _check("frugalserve_upstream_generation_tokens" in families, "/metrics: the engine's own metrics re-exported")
+        gpus = subprocess.run(
+            [str(run_venv / "bin" / "frugalserve"), "gpus"], env=env, capture_output=True, text=True, timeout=60
+        )
+        _check(gpus.returncode == 0, f"frugalserve gpus: {gpus.stdout.strip().splitlines()[:1]}")
     finally:
         if gateway.poll() is None:
             gateway.send_signal(signal.SIGTERM)
