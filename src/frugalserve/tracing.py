@@ -38,8 +38,8 @@ OPERATIONS = {"chat": "chat", "completions": "text_completion"}
 INSTALL = "pip install 'frugalserve[otel]'"
 
 
-def _require_otel() -> None:
-    """Fail at startup, naming the install, when the otel extra is missing (rather than on the first request)."""
+def otel_problem() -> str | None:
+    """Why traces cannot be exported here (the otel extra is missing), or None."""
     from importlib.util import find_spec
 
     for module in ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
@@ -48,7 +48,15 @@ def _require_otel() -> None:
         except ModuleNotFoundError:  # a parent package is missing too
             found = False
         if not found:
-            raise ConfigError("tracing.enabled", f"traces need the otel extra ({module} is not installed): {INSTALL}")
+            return f"traces need the otel extra ({module} is not installed): {INSTALL}"
+    return None
+
+
+def _require_otel() -> None:
+    """Fail at startup, naming the install, when the otel extra is missing (rather than on the first request)."""
+    problem = otel_problem()
+    if problem is not None:
+        raise ConfigError("tracing.enabled", problem)
 
 
 class Tracing:

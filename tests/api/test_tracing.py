@@ -271,6 +271,24 @@ def test_tracing_on_without_the_otel_extra_fails_at_startup_naming_the_install(t
     assert "pip install 'frugalserve[otel]'" in done.stdout
 
 
+def test_frugalserve_up_with_tracing_on_and_no_otel_extra_says_what_to_install(tmp_path: Path) -> None:
+    """The CLI a user runs: one error line naming the install, exit code 2, no traceback."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("tracing: {enabled: true}\npools: [{name: p, model: m, backend: {url: 'http://127.0.0.1:9'}}]\n")
+    script = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "from frugalserve.cli import main\n"
+        f"sys.exit(main(['up', '--config', {str(config)!r}, '--port', '1']))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "error: tracing.enabled: traces need the otel extra (opentelemetry.sdk is not installed): "
+        "pip install 'frugalserve[otel]'"
+    )
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [

@@ -27,6 +27,13 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if config.tracing.enabled:
+        from frugalserve.tracing import otel_problem
+
+        missing = otel_problem()
+        if missing is not None:
+            print(f"error: tracing.enabled: {missing}", file=sys.stderr)
+            return 2
     from frugalserve.server import serve
 
     code = serve(config, host=args.host, port=args.port)
