@@ -22,10 +22,9 @@ import openai
 import pytest
 import sqlalchemy as sa
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from frugalserve.accounting import store
-from tests import procs
+from tests import procs, prom
 
 pytest.importorskip("frugalserve.engine")
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -39,19 +38,9 @@ def _png(width: int, height: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _metrics(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """The gateway's /metrics, parsed by prometheus_client's own parser: (sample name, labels) -> value."""
-    text = httpx.get(url + "/metrics", timeout=10).text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _sum(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for (n, ls), v in metrics.items() if n == name and want <= ls)
+def _metrics(url: str) -> prom.Samples:
+    """The gateway's /metrics, parsed by prometheus_client's own parser."""
+    return prom.samples(httpx.get(url + "/metrics", timeout=10).text)
 
 
 def _rows(db: str, n: int) -> list[dict[str, Any]]:
@@ -211,22 +200,24 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
 
     # /metrics agrees with what the client saw (a scrape just before the gateway stopped) ...
     usages = [s["usage"] for s in seen.values()]
-    assert _sum(metrics, "frugalserve_requests_total", pool="demo", status="200") == 3
-    assert _sum(metrics, "frugalserve_requests_total", pool="demo", status="400") == 1
-    assert _sum(metrics, "frugalserve_generation_tokens_total", pool="demo") == sum(
+    assert prom.total(metrics, "frugalserve_requests_total", pool="demo", status="200") == 3
+    assert prom.total(metrics, "frugalserve_requests_total", pool="demo", status="400") == 1
+    assert prom.total(metrics, "frugalserve_generation_tokens_total", pool="demo") == sum(
         u["completion_tokens"] for u in usages
     )
     for kind in ("text", "image", "video"):
         expected = sum(u["prompt_tokens_details"][f"{kind}_tokens"] for u in usages)
-        assert _sum(metrics, "frugalserve_prompt_tokens_total", pool="demo", kind=kind) == expected, kind
-    assert _sum(metrics, "frugalserve_prompt_tokens_total", pool="demo") == sum(u["prompt_tokens"] for u in usages)
-    assert _sum(metrics, "frugalserve_image_tokens_saved_total", pool="demo") == sum(
+        assert prom.total(metrics, "frugalserve_prompt_tokens_total", pool="demo", kind=kind) == expected, kind
+    assert prom.total(metrics, "frugalserve_prompt_tokens_total", pool="demo") == sum(
+        u["prompt_tokens"] for u in usages
+    )
+    assert prom.total(metrics, "frugalserve_image_tokens_saved_total", pool="demo") == sum(
         u["prompt_tokens_details"]["image_tokens_saved"] for u in usages
     )
-    assert _sum(metrics, "frugalserve_cold_starts_total", pool="demo", kind="start", level="0") == 1
-    assert _sum(metrics, "frugalserve_replicas", pool="demo", state="ready") == 1
-    assert _sum(metrics, "frugalserve_time_to_first_token_seconds_count", pool="demo") == 3
-    assert _sum(metrics, "frugalserve_inter_token_latency_seconds_count", pool="demo") == sum(
+    assert prom.total(metrics, "frugalserve_cold_starts_total", pool="demo", kind="start", level="0") == 1
+    assert prom.total(metrics, "frugalserve_replicas", pool="demo", state="ready") == 1
+    assert prom.total(metrics, "frugalserve_time_to_first_token_seconds_count", pool="demo") == 3
+    assert prom.total(metrics, "frugalserve_inter_token_latency_seconds_count", pool="demo") == sum(
         1 for s in seen.values() if s["stream"] and s["usage"]["completion_tokens"] > 1
     )
     # ... and its live dollars agree with the bill `frugalserve report` computes from the stored events and
@@ -238,10 +229,10 @@ def test_every_stored_column_matches_what_the_client_saw(tmp_path: Path) -> None
         procs.cli(tmp_path, "report", "--config", str(config_file), "--by", "pool", "--format", "json")
     )[:1]
     usd_per_s = PRICE_PER_HOUR / 3600
-    busy = _sum(metrics, "frugalserve_cost_usd_total", pool="demo", kind="busy")
-    billed = _sum(metrics, "frugalserve_cost_usd_total", pool="demo")
+    busy = prom.total(metrics, "frugalserve_cost_usd_total", pool="demo", kind="busy")
+    billed = prom.total(metrics, "frugalserve_cost_usd_total", pool="demo")
     # (how much larger the report's share is depends on how long images take to prepare on this machine:
     # 35% on a quiet one, 2.4x under CI's load)
     assert 0 < busy <= pool["usd_ideal"] + 0.01 * usd_per_s
-    assert _sum(metrics, "frugalserve_cost_usd_total", pool="demo", kind="cold_start") > 0
+    assert prom.total(metrics, "frugalserve_cost_usd_total", pool="demo", kind="cold_start") > 0
     assert pool["usd_billed"] - (stopped_at - scraped_at + 1.0) * usd_per_s <= billed <= pool["usd_billed"] + 1e-9

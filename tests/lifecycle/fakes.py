@@ -57,3 +57,9 @@ class FakeProvisioner:
 
     async def aclose(self) -> None:
         await self.stop()
+
+
+async def settle() -> None:
+    """Let every task that is ready run until it waits again (the manual clock moves nothing by itself)."""
+    for _ in range(20):
+        await asyncio.sleep(0)

@@ -17,7 +17,7 @@ from frugalserve.events import RecentEvents
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import ManagedPool
-from tests.lifecycle.fakes import FakeProvisioner
+from tests.lifecycle.fakes import FakeProvisioner, settle
 
 
 def pool_config(name: str = "p", memory_gb: float = 0.0, **lifecycle: object) -> cfg.PoolConfig:
@@ -29,11 +29,6 @@ def pool_config(name: str = "p", memory_gb: float = 0.0, **lifecycle: object) ->
         f"gpu: {{device: gpu0, memory_gb: {memory_gb}}}, lifecycle: {{{lc}}}}}]"
     )
     return cfg.load_text(text).pools[0]
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 class World:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from frugalserve import config as cfg
 from frugalserve.accounting.auth import Gate
@@ -26,27 +25,14 @@ from frugalserve.metrics.budgets import BudgetsCollector
 from frugalserve.metrics.cost import CostMeter
 from frugalserve.metrics.pools import PoolsCollector
 from frugalserve.pools import StaticPool
-from tests.lifecycle.fakes import FakeProvisioner
+from tests import prom
+from tests.lifecycle.fakes import FakeProvisioner, settle
 
 USD_PER_HOUR = 3.6  # $0.001 a second: seconds read as thousandths of a dollar
 
 
-def _values(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = generate_latest(registry).decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _get(values: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
-    return values.get((name, frozenset(labels.items())))
-
-
-async def _settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+def _values(registry: CollectorRegistry) -> prom.Samples:
+    return prom.samples(generate_latest(registry).decode())
 
 
 class World:
@@ -68,13 +54,13 @@ class World:
         return pool
 
     async def advance(self, seconds: float, step: float = 0.5) -> None:
-        await _settle()
+        await settle()
         while seconds > 1e-9:
             await self.clock.advance(min(step, seconds))
             seconds -= step
-            await _settle()
+            await settle()
 
-    def values(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    def values(self) -> prom.Samples:
         return _values(self.registry)
 
 
@@ -87,7 +73,7 @@ async def world() -> AsyncIterator[World]:
 
 
 def _cost(world: World, kind: str) -> float:
-    value = _get(world.values(), "frugalserve_cost_usd_total", pool="p", kind=kind)
+    value = prom.value(world.values(), "frugalserve_cost_usd_total", pool="p", kind=kind)
     assert value is not None
     return value
 
@@ -110,9 +96,9 @@ async def test_on_demand_pool_is_billed_by_state_and_load(world: World) -> None:
     assert pool.replica.state == "sleeping"
     await world.advance(30)  # sleeping: billed as idle (a sleeping vLLM holds its GPU)
     values = world.values()
-    assert _get(values, "frugalserve_cost_burn_usd_per_hour", pool="p") == pytest.approx(USD_PER_HOUR)
-    assert _get(values, "frugalserve_replicas", pool="p", state="sleeping") == 1
-    assert _get(values, "frugalserve_replicas", pool="p", state="ready") == 0
+    assert prom.value(values, "frugalserve_cost_burn_usd_per_hour", pool="p") == pytest.approx(USD_PER_HOUR)
+    assert prom.value(values, "frugalserve_replicas", pool="p", state="sleeping") == 1
+    assert prom.value(values, "frugalserve_replicas", pool="p", state="ready") == 0
 
     woke = asyncio.ensure_future(pool.acquire())
     await world.advance(4)  # a wake: 4 s of cold start
@@ -127,14 +113,14 @@ async def test_on_demand_pool_is_billed_by_state_and_load(world: World) -> None:
     # idle: 20 (after busy) + 30 (asleep) + 20 (after the wake) + 80 (asleep until the stop at 100 s idle)
     assert _cost(world, "idle") == pytest.approx((20 + 30 + 20 + 80) * 0.001, abs=0.002)
     values = world.values()
-    assert _get(values, "frugalserve_cost_burn_usd_per_hour", pool="p") == 0
+    assert prom.value(values, "frugalserve_cost_burn_usd_per_hour", pool="p") == 0
     window = world.clock.monotonic()
-    assert _get(values, "frugalserve_cost_always_on_usd_total", pool="p") == pytest.approx(window * 0.001)
+    assert prom.value(values, "frugalserve_cost_always_on_usd_total", pool="p") == pytest.approx(window * 0.001)
     billed = sum(_cost(world, k) for k in ("busy", "idle", "cold_start"))
-    assert _get(values, "frugalserve_savings_usd_total", pool="p") == pytest.approx(window * 0.001 - billed)
+    assert prom.value(values, "frugalserve_savings_usd_total", pool="p") == pytest.approx(window * 0.001 - billed)
     # the starts by level: one start (level 0), one wake from level 2
-    assert _get(values, "frugalserve_cold_starts_total", pool="p", kind="start", level="0") == 1
-    assert _get(values, "frugalserve_cold_starts_total", pool="p", kind="wake", level="2") == 1
+    assert prom.value(values, "frugalserve_cold_starts_total", pool="p", kind="start", level="0") == 1
+    assert prom.value(values, "frugalserve_cold_starts_total", pool="p", kind="wake", level="2") == 1
 
 
 async def test_reserved_pool_is_billed_always_and_saves_nothing(world: World) -> None:
@@ -147,7 +133,7 @@ async def test_reserved_pool_is_billed_always_and_saves_nothing(world: World) ->
     assert _cost(world, "cold_start") == pytest.approx(0.005, abs=0.001)
     assert _cost(world, "busy") == pytest.approx(0.003, abs=0.001)
     assert _cost(world, "idle") == pytest.approx(0.012, abs=0.001)
-    assert _get(world.values(), "frugalserve_savings_usd_total", pool="p") == pytest.approx(0, abs=1e-9)
+    assert prom.value(world.values(), "frugalserve_savings_usd_total", pool="p") == pytest.approx(0, abs=1e-9)
 
 
 async def _acquire_after(world: World, pool: ManagedPool, start_s: float):  # type: ignore[no-untyped-def]
@@ -180,10 +166,10 @@ def test_url_backend_on_demand_is_billed_only_while_it_serves() -> None:
     asyncio.run(run())
     values = _values(registry)
     # replica 0 served 3 s, replica 1 served 7 s; idle url backends cost nothing
-    assert _get(values, "frugalserve_cost_usd_total", pool="p", kind="busy") == pytest.approx(0.010)
-    assert _get(values, "frugalserve_cost_usd_total", pool="p", kind="idle") == 0
-    assert _get(values, "frugalserve_replicas", pool="p", state="external") == 2
-    assert _get(values, "frugalserve_cost_always_on_usd_total", pool="p") == pytest.approx(30 * 2 * 0.001)
+    assert prom.value(values, "frugalserve_cost_usd_total", pool="p", kind="busy") == pytest.approx(0.010)
+    assert prom.value(values, "frugalserve_cost_usd_total", pool="p", kind="idle") == 0
+    assert prom.value(values, "frugalserve_replicas", pool="p", state="external") == 2
+    assert prom.value(values, "frugalserve_cost_always_on_usd_total", pool="p") == pytest.approx(30 * 2 * 0.001)
 
 
 async def test_pool_utilisation_band_and_objective_come_from_the_view_and_routing() -> None:
@@ -202,15 +188,15 @@ pools:
     registry.register(PoolsCollector(config, pools, clock))
     leases = [await pools[0].acquire() for _ in range(3)]
     values = _values(registry)
-    assert _get(values, "frugalserve_pool_utilization_ratio", pool="s") == pytest.approx(3 / (4 * 2))
-    assert _get(values, "frugalserve_pool_utilization_ratio", pool="plain") == 0
-    assert _get(values, "frugalserve_pool_utilization_target_ratio", pool="s", bound="low") == 0.4
-    assert _get(values, "frugalserve_pool_utilization_target_ratio", pool="s", bound="high") == 0.7
-    assert _get(values, "frugalserve_pool_utilization_target_ratio", pool="plain", bound="low") is None
-    assert _get(values, "frugalserve_tier_ttft_objective_seconds", tier="S") == 0.8
-    assert _get(values, "frugalserve_tier_ttft_objective_seconds", tier="M") == 2.0  # the default objective
+    assert prom.value(values, "frugalserve_pool_utilization_ratio", pool="s") == pytest.approx(3 / (4 * 2))
+    assert prom.value(values, "frugalserve_pool_utilization_ratio", pool="plain") == 0
+    assert prom.value(values, "frugalserve_pool_utilization_target_ratio", pool="s", bound="low") == 0.4
+    assert prom.value(values, "frugalserve_pool_utilization_target_ratio", pool="s", bound="high") == 0.7
+    assert prom.value(values, "frugalserve_pool_utilization_target_ratio", pool="plain", bound="low") is None
+    assert prom.value(values, "frugalserve_tier_ttft_objective_seconds", tier="S") == 0.8
+    assert prom.value(values, "frugalserve_tier_ttft_objective_seconds", tier="M") == 2.0  # the default objective
     info = dict(pool="s", tier="S", model="ms", gpu_type="L4", billing="reserved")
-    assert _get(values, "frugalserve_pool_info", **info) == 1
+    assert prom.value(values, "frugalserve_pool_info", **info) == 1
     for lease in leases:
         lease.release()
 
@@ -244,12 +230,12 @@ def test_budget_remaining_per_key_and_seconds_to_reset() -> None:
     registry = CollectorRegistry()
     registry.register(BudgetsCollector(gate))
     values = _values(registry)
-    assert _get(values, "frugalserve_budget_limit_usd", key="team-a", period="day") == 10.0
-    assert _get(values, "frugalserve_budget_remaining_usd", key="team-a", period="day") == 7.5
-    assert _get(values, "frugalserve_budget_remaining_usd", key="team-a", period="month") == 96.5
+    assert prom.value(values, "frugalserve_budget_limit_usd", key="team-a", period="day") == 10.0
+    assert prom.value(values, "frugalserve_budget_remaining_usd", key="team-a", period="day") == 7.5
+    assert prom.value(values, "frugalserve_budget_remaining_usd", key="team-a", period="month") == 96.5
     assert not [k for k in values if ("key", "team-b") in k[1]]
-    assert _get(values, "frugalserve_budget_remaining_usd", key="dup#k3aaaaaa", period="day") == 0
-    assert _get(values, "frugalserve_budget_remaining_usd", key="dup#k4bbbbbb", period="day") == 2.0
+    assert prom.value(values, "frugalserve_budget_remaining_usd", key="dup#k3aaaaaa", period="day") == 0
+    assert prom.value(values, "frugalserve_budget_remaining_usd", key="dup#k4bbbbbb", period="day") == 2.0
     # 22:13:20 UTC: 1 h 46 min 40 s to midnight; the month ends on 1 December
-    assert _get(values, "frugalserve_budget_period_seconds_left", period="day") == 6400
-    assert _get(values, "frugalserve_budget_period_seconds_left", period="month") == 1_701_388_800 - 1_700_000_000
+    assert prom.value(values, "frugalserve_budget_period_seconds_left", period="day") == 6400
+    assert prom.value(values, "frugalserve_budget_period_seconds_left", period="month") == 1_701_388_800 - 1_700_000_000

@@ -26,7 +26,7 @@ from frugalserve.api.app import Gateway, create_app
 from frugalserve.clock import ManualClock
 from frugalserve.metrics.upstream import PoolTelemetry, UpstreamTelemetry, parse_exposition
 from frugalserve.pools import StaticPool
-from tests import procs
+from tests import procs, prom
 
 MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 # Histograms of a vLLM server (names as vLLM exports them): the bulk of its exposition, which must be skipped.
@@ -170,18 +170,13 @@ async def gateway(replicas: list[Replica]) -> AsyncIterator[tuple[httpx.AsyncCli
         await gw.shutdown()
 
 
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+Series = prom.Samples
 
 
 async def scrape(client: httpx.AsyncClient) -> Series:
     r = await client.get("/metrics")
     assert r.status_code == 200
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-        if s.name.startswith("frugalserve_upstream_")
-    }
+    return prom.samples(r.text, "frugalserve_upstream_")
 
 
 def key(name: str, replica: str, pool: str = "small", **extra: str) -> tuple[str, frozenset[tuple[str, str]]]:

@@ -19,7 +19,7 @@ from frugalserve.lifecycle.pool import ManagedPool
 from frugalserve.pools import StaticPool
 from frugalserve.routing.policy import decide
 from frugalserve.routing.snapshot import idle_snapshot
-from tests.lifecycle.fakes import FakeProvisioner
+from tests.lifecycle.fakes import FakeProvisioner, settle
 from tests.routing.helpers import LARGE, SMALL, feats
 
 
@@ -70,11 +70,6 @@ class World:
             await self.clock.advance(min(step, seconds))
             seconds -= step
             await settle()
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
