@@ -9,26 +9,21 @@ the first characters of their ids), never its secret.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.metrics_core import Metric
 
 from frugalserve.accounting import budgets
 from frugalserve.accounting.auth import Gate
+from frugalserve.metrics.collector import ScrapeCollector
 
 
-class BudgetsCollector(Collector):
+class BudgetsCollector(ScrapeCollector):
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return list(self._families(collecting=False))
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        return self._families(collecting=True)
-
-    def _families(self, collecting: bool) -> Iterator[GaugeMetricFamily]:
+    def families(self, collecting: bool) -> Iterator[Metric]:
         limit = GaugeMetricFamily(
             "frugalserve_budget_limit_usd",
             "A key's budget, by key name and period (day, month; UTC).",

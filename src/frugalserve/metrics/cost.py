@@ -19,11 +19,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.metrics_core import Metric
 
 from frugalserve.accounting.costs import ON_DEMAND_BILLED
 from frugalserve.clock import Clock
 from frugalserve.config import PoolConfig
+from frugalserve.metrics.collector import ScrapeCollector
 
 # Every state a replica is reported in (``external``: a url backend someone else runs).
 STATES = ("stopped", "starting", "ready", "sleeping", "stopping", "failed", "external")
@@ -104,7 +105,7 @@ class _PoolMeter:
     replicas: list[BilledClock]
 
 
-class CostMeter(Collector):
+class CostMeter(ScrapeCollector):
     """The gateway's billed clocks, and the cost and replica-state series computed from them at scrape time."""
 
     def __init__(self, clock: Clock) -> None:
@@ -120,18 +121,7 @@ class CostMeter(Collector):
             meter = self._pools[config.name] = _PoolMeter(config, usd_per_s, [])
         meter.replicas.append(billed)
 
-    def seconds(self, pool: str) -> BilledSeconds:
-        """Billed replica-seconds of a pool since the gateway started, by kind."""
-        meter = self._pools[pool]
-        return _sum(r.seconds() for r in meter.replicas)
-
-    def describe(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
-        return list(self._families(collecting=False))
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        return self._families(collecting=True)
-
-    def _families(self, collecting: bool) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def families(self, collecting: bool) -> Iterator[Metric]:
         cost = CounterMetricFamily(
             "frugalserve_cost_usd",
             "Dollars billed since the gateway started, by pool and kind.",

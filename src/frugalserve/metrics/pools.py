@@ -11,26 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.metrics_core import Metric
 
 from frugalserve.clock import Clock
 from frugalserve.config import Config
+from frugalserve.metrics.collector import ScrapeCollector
 from frugalserve.pools import Pool
 
 
-class PoolsCollector(Collector):
+class PoolsCollector(ScrapeCollector):
     def __init__(self, config: Config, pools: Iterable[Pool], clock: Clock) -> None:
         self.config = config
         self.pools = list(pools)
         self.clock = clock
 
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return list(self._families(collecting=False))
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        return self._families(collecting=True)
-
-    def _families(self, collecting: bool) -> Iterator[GaugeMetricFamily]:
+    def families(self, collecting: bool) -> Iterator[Metric]:
         util = GaugeMetricFamily(
             "frugalserve_pool_utilization_ratio",
             "Requests in flight / (capacity x ready replicas), by pool; absent while no replica is ready.",
