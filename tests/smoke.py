@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import openai
@@ -47,6 +48,21 @@ def _check(cond: bool, what: str) -> None:
     if not cond:
         raise SystemExit(f"SMOKE FAILED: {what}")
     print(f"ok: {what}")
+
+
+def _stop(gateway: subprocess.Popen[bytes], log: IO[bytes], log_path: Path) -> int:
+    """SIGTERM, as a process manager would; the exit code (the log's tail printed when it is not 0)."""
+    if gateway.poll() is None:
+        gateway.send_signal(signal.SIGTERM)
+    try:
+        code = gateway.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(gateway.pid, signal.SIGKILL)
+        code = -9
+    log.close()
+    if code != 0:
+        sys.stdout.write(log_path.read_text(errors="replace")[-4000:])
+    return code
 
 
 def main(run_venv: Path) -> int:
@@ -193,18 +209,69 @@ def main(run_venv: Path) -> int:
         )
         _check(gpus.returncode == 0, f"frugalserve gpus: {gpus.stdout.strip().splitlines()[:1]}")
     finally:
-        if gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-        try:
-            code = gateway.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(gateway.pid, signal.SIGKILL)
-            code = -9
-        log.close()
-        if code != 0:
-            sys.stdout.write((work / "gateway.log").read_text(errors="replace")[-4000:])
+        code = _stop(gateway, log, work / "gateway.log")
     _check(code == 0, "gateway stops cleanly on SIGTERM")
+    scaled_pool(run_venv, env, work)
     return 0
+
+
+def scaled_pool(run_venv: Path, env: dict[str, str], work: Path) -> None:
+    """Two replicas of the built-in engine kept up by the autoscaler (replicas.min: 2), requests spread over
+    them; and a Ray pool on an install without the ray extra refused at startup in one line."""
+    frugalserve = str(run_venv / "bin" / "frugalserve")
+    ray_cfg = work / "ray.yaml"
+    ray_cfg.write_text("pools: [{name: r, model: r, backend: {command: 'x --port {port}', ray: {address: auto}}}]\n")
+    refused = subprocess.run([frugalserve, "up", "--config", str(ray_cfg)], env=env, capture_output=True, text=True)
+    _check(
+        refused.returncode == 2 and "pip install 'frugalserve[ray]'" in refused.stderr,
+        f"a Ray pool without the ray extra: exit {refused.returncode}, {refused.stderr.strip()}",
+    )
+    port = _free_port()
+    cfg = work / "duo.yaml"
+    cfg.write_text(
+        f"gateway: {{port: {port}, database: 'sqlite:///{work}/duo.db'}}\n"
+        "pools:\n"
+        "  - name: duo\n"
+        "    model: qwen3-vl-demo\n"
+        "    backend: {command: '{python} -m frugalserve engine --model demo --served-model-name {model} --port {port}',"
+        " startup_timeout_s: 180}\n"
+        "    replicas: {min: 2, max: 2}\n"
+    )
+    log = open(work / "duo.log", "wb")
+    gateway = subprocess.Popen(
+        [frugalserve, "up", "--config", str(cfg)], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        states: list[str] = []
+        while time.monotonic() < deadline and states != ["ready", "ready"]:
+            time.sleep(1)
+            try:
+                pool = httpx.get(base + "/admin/pools", timeout=5).json()["data"][0]
+                states = [r["state"] for r in pool["replicas"]]
+            except httpx.HTTPError:
+                continue
+        _check(states == ["ready", "ready"], f"replicas.min 2: both engine replicas up ({states})")
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def ask(_: int) -> str:
+            out = client.chat.completions.create(
+                model="qwen3-vl-demo", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+            return out.choices[0].message.content or ""
+
+        with ThreadPoolExecutor(4) as ex:
+            answers = list(ex.map(ask, range(4)))
+        _check(all(answers), "4 concurrent chats answered by the two replicas")
+        pool = httpx.get(base + "/admin/pools", timeout=5).json()["data"][0]
+        ups = [e for e in pool["autoscale"]["events"] if e["action"] == "scale_up"]
+        _check(bool(ups) and ups[0]["signal"] == "min", f"/admin/pools: the autoscaler's reason: {ups[0]['reason']}")
+    finally:
+        code = _stop(gateway, log, work / "duo.log")
+    _check(code == 0, "the scaled gateway stops cleanly on SIGTERM")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def test_check_config_refuses_two_different_files(tmp_path: Path) -> None:
 def test_check_config_accepts_the_example(tmp_path: Path) -> None:
     done = frugalserve("check-config", str(ROOT / "config.example.yaml"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "ok, 4 pool(s)" in done.stdout
+    assert "ok, 5 pool(s)" in done.stdout
 
 
 def test_up_refuses_a_config_without_pools(tmp_path: Path, keys_config: Path) -> None:

@@ -26,7 +26,7 @@ import yaml
 from frugalserve.accounting.config import AccountingConfig, AuthConfig
 from frugalserve.budget.limits import LimitsConfig
 from frugalserve.config_errors import ConfigError as ConfigError  # re-exported: its home before config_errors
-from frugalserve.lifecycle.config import LifecycleConfig
+from frugalserve.lifecycle.config import AutoscaleConfig, LifecycleConfig, ReplicasConfig
 from frugalserve.routing.config import RoutingConfig
 
 ENV_CONFIG = "FRUGALSERVE_CONFIG"
@@ -95,6 +95,44 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class RayBackendConfig:
+    """Run each replica as a Ray actor on a Ray cluster (frugalserve.lifecycle.provisioners.ray): the actor
+    starts ``backend.command`` on the node Ray placed it on. Needs the ray extra (pip install 'frugalserve[ray]')."""
+
+    # auto: the cluster this machine belongs to (RAY_ADDRESS, or a head started here with `ray start`);
+    # local: start a Ray head inside the gateway (one machine); ray://host:10001: Ray Client; host:6379: a head.
+    address: str = "auto"
+    num_gpus: float = 1.0  # GPUs one replica's actor reserves: Ray places it on a node with that many free
+    num_cpus: float = 1.0
+    resources: Mapping[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {"L4": 1}
+    runtime_env: Mapping[str, Any] = field(default_factory=dict)  # Ray's runtime_env (env_vars, pip, ...)
+    namespace: str = "frugalserve"
+    # How long an actor may wait for a node with room; then the start is refused (the pool tries again later).
+    placement_timeout_s: float = 30.0
+
+    def validate(self, path: str) -> None:
+        if self.address not in ("auto", "local"):
+            target = self.address.removeprefix("ray://")
+            host, _, port = target.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"{path}.address", f"must be auto, local, ray://host:port or host:port, got {self.address!r}"
+                )
+        for name in ("num_gpus", "num_cpus"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}", "must be >= 0")
+        for key, amount in self.resources.items():
+            if key in ("GPU", "CPU"):
+                raise ConfigError(f"{path}.resources.{key}", f"set num_{key.lower()}s instead (Ray refuses {key} here)")
+            if amount < 0:
+                raise ConfigError(f"{path}.resources.{key}", "must be >= 0")
+        if self.placement_timeout_s <= 0:
+            raise ConfigError(f"{path}.placement_timeout_s", "must be > 0")
+        if not self.namespace:
+            raise ConfigError(f"{path}.namespace", "must not be empty")
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     """A pool's model server: a URL someone else runs (`url`), or a process the gateway manages (`command`)."""
 
@@ -113,6 +151,8 @@ class BackendConfig:
     health_path: str = "/health"
     # Extra headers sent upstream (e.g. an upstream API key).
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Managed: run each replica's command as a Ray actor on a Ray cluster instead of a local process.
+    ray: RayBackendConfig | None = None
 
     @property
     def static_urls(self) -> tuple[str, ...]:
@@ -142,6 +182,8 @@ class BackendConfig:
                 raise ConfigError(f"{path}.{name}", "must be > 0")
         if not self.health_path.startswith("/"):
             raise ConfigError(f"{path}.health_path", "must start with '/'")
+        if self.ray is not None and self.port is not None:
+            raise ConfigError(f"{path}.port", "a Ray replica picks a free port on its node; leave port out")
 
     def validate_keys(self, path: str, given: frozenset[str]) -> None:
         if self.static_urls:
@@ -152,7 +194,7 @@ class BackendConfig:
 
 NOT_RUN = "the gateway does not run a url backend"
 # Keys of `backend:` that only a managed backend (`command`) uses.
-MANAGED_BACKEND_KEYS = ("port", "env", "startup_timeout_s", "stop_timeout_s", "sleep_api", "log_dir")
+MANAGED_BACKEND_KEYS = ("port", "env", "startup_timeout_s", "stop_timeout_s", "sleep_api", "log_dir", "ray")
 
 
 @dataclass(frozen=True)
@@ -213,6 +255,10 @@ class PoolConfig:
     tier: str | None = None
     capacity: int = 16  # requests one replica serves at once (its batch); utilisation = in flight / capacity
     modalities: tuple[Literal["text", "image", "video"], ...] = ("text", "image", "video")
+    # Managed backends only: how many replicas, and how the autoscaler chooses between min and max
+    # (frugalserve.lifecycle.autoscale; docs/scaling.md).
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
     def validate(self, path: str) -> None:
         if not self.name:
@@ -223,12 +269,17 @@ class PoolConfig:
             raise ConfigError(f"{path}.capacity", "must be >= 1")
         if "text" not in self.modalities:
             raise ConfigError(f"{path}.modalities", "must include 'text'")
+        if self.replicas.max > 1 and self.backend.port is not None and self.backend.ray is None:
+            raise ConfigError(
+                f"{path}.backend.port", "a fixed port serves one replica; leave it out when replicas.max > 1"
+            )
 
     def validate_keys(self, path: str, given: frozenset[str]) -> None:
         # The idle ladder and holding act on processes the gateway runs; silently ignoring them would let a
         # user believe a url backend sleeps when idle.
-        if "lifecycle" in given and self.backend.url is not None:
-            raise ConfigError(f"{path}.lifecycle", f"only for a managed backend (backend.command); {NOT_RUN}")
+        for name in ("lifecycle", "replicas", "autoscale"):
+            if name in given and self.backend.static_urls:
+                raise ConfigError(f"{path}.{name}", f"only for a managed backend (backend.command); {NOT_RUN}")
 
     @property
     def served_model(self) -> str:
@@ -289,6 +340,17 @@ class Config:
                     f"pools[{i}].tier", f"unknown tier {pool.tier!r} (routing.tiers: {', '.join(self.routing.tiers)})"
                 )
         self._validate_tiers()
+        addresses = {p.backend.ray.address for p in self.pools if p.backend.ray is not None}
+        if len(addresses) > 1:
+            i = next(
+                i
+                for i, p in enumerate(self.pools)
+                if p.backend.ray is not None and p.backend.ray.address != min(addresses)
+            )
+            raise ConfigError(
+                f"pools[{i}].backend.ray.address",
+                f"every Ray pool must use the same cluster (the gateway joins one): {', '.join(sorted(addresses))}",
+            )
 
     def _validate_tiers(self) -> None:
         """Model auto counts a request before it knows the pool, so the tiers must count it the same way."""

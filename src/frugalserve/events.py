@@ -1,6 +1,7 @@
-"""Replica lifecycle events: the facts that GPU cost accounting and the simulator are built on.
+"""Lifecycle events: the facts that GPU cost accounting, scaling reports and the simulator are built on.
 
-The lifecycle emits one :class:`ReplicaEvent` per state transition to an :class:`EventSink`. Sinks
+The lifecycle emits one :class:`ReplicaEvent` per state transition, and the autoscaler one
+:class:`ScaleEvent` per decision that changes something (or is refused), to an :class:`EventSink`. Sinks
 must not block (the database sink batches writes off the event loop's hot path).
 """
 
@@ -22,8 +23,30 @@ class ReplicaEvent:
     duration_s: float | None = None  # how long the replica was in from_state
 
 
+@dataclass(frozen=True, slots=True)
+class ScaleEvent:
+    """One decision of a pool's autoscaler (or predictive prewarm) and why: stored in ``scale_events``."""
+
+    time: float  # wall clock, seconds since the epoch
+    pool: str
+    # scale_up | scale_down | refused (a replica could not be placed or started) | panic | calm (panic over)
+    # | prewarm (predictive) | prewarm_used | prewarm_expired
+    action: str
+    from_replicas: int  # replicas counted before the decision
+    to_replicas: int  # replicas wanted after it
+    # what decided: a load signal (utilization, concurrency, upstream, kv_cache, gpu_utilization, held) or a
+    # limit (min, max, floor: predictive prewarm's forecast or keeping the last replica, band, rate, cooldown);
+    # refusals: placement or start_failed; prewarm outcomes: cron or predictive
+    signal: str
+    load: float  # the pool's load in replicas' worth of target when it decided (0 when not applicable)
+    reason: str  # one line for people: the numbers behind the decision
+
+
+Event = ReplicaEvent | ScaleEvent
+
+
 class EventSink(Protocol):
-    def submit(self, event: ReplicaEvent) -> None: ...
+    def submit(self, event: Event) -> None: ...
 
 
 class RecentEvents:
@@ -31,9 +54,18 @@ class RecentEvents:
 
     def __init__(self, size: int = 10_000) -> None:
         self.events: deque[ReplicaEvent] = deque(maxlen=size)
+        self.scale_events: deque[ScaleEvent] = deque(maxlen=size)
 
-    def submit(self, event: ReplicaEvent) -> None:
-        self.events.append(event)
+    def submit(self, event: Event) -> None:
+        if isinstance(event, ScaleEvent):
+            self.scale_events.append(event)
+        else:
+            self.events.append(event)
+
+    def scale_events_of(self, pool: str, limit: int) -> list[ScaleEvent]:
+        """The pool's last ``limit`` scale events, oldest first."""
+        out = [e for e in reversed(self.scale_events) if e.pool == pool][:limit]
+        return out[::-1]
 
 
 class FanoutEvents:
@@ -42,6 +74,6 @@ class FanoutEvents:
     def __init__(self, sinks: list[EventSink]) -> None:
         self.sinks = sinks
 
-    def submit(self, event: ReplicaEvent) -> None:
+    def submit(self, event: Event) -> None:
         for sink in self.sinks:
             sink.submit(event)

@@ -42,6 +42,20 @@ def rec(t: float, dur: float, tokens: int, key: str = "k", **kw: object) -> dict
     }
 
 
+def scale(t: float, action: str, pool: str = "p") -> dict[str, object]:
+    """A stored scale_events row (every NOT NULL column)."""
+    return {
+        "time": T0 + t,
+        "pool": pool,
+        "action": action,
+        "from_replicas": 1,
+        "to_replicas": 2,
+        "signal": "concurrency",
+        "load": 1.5,
+        "reason": "x",
+    }
+
+
 # starting 0-10, ready 10-60, sleeping 60-100, stopped 100-200; window 0-200
 EVENTS = [
     ev(0, "stopped", "starting"),
@@ -122,6 +136,65 @@ def test_report_totals_agree_with_the_records() -> None:
     assert days[0]["requests"] == 3 and days[0]["usd_billed"] == pytest.approx(0.2)
 
 
+# The autoscaler's decisions around the window 0-200: p decided 2 ups, 1 down, 1 refusal, 1 prewarm used,
+# 1 expired inside it; q 1 up, 2 refusals, 1 expired. "prewarm" and "panic" are not counted; -5 is before
+# the window and 200 at its end (outside); 86410 is the next day.
+SCALES = [
+    scale(-5, "scale_up"),
+    scale(5, "prewarm"),
+    scale(10, "scale_up"),
+    scale(30, "scale_up", "q"),
+    scale(40, "refused", "q"),
+    scale(45, "refused", "q"),
+    scale(50, "scale_up"),
+    scale(55, "panic"),
+    scale(60, "refused"),
+    scale(80, "prewarm_used"),
+    scale(90, "prewarm_expired", "q"),
+    scale(120, "scale_down"),
+    scale(150, "prewarm_expired"),
+    scale(200, "scale_down"),
+    scale(86410, "scale_up", "q"),
+]
+SCALE_COLUMNS = ("scale_ups", "scale_downs", "scale_refusals", "prewarms_used", "prewarms_expired")
+
+
+def counts(row: dict[str, object]) -> list[object]:
+    return [row[c] for c in SCALE_COLUMNS]
+
+
+def test_report_counts_the_autoscalers_decisions_per_pool_in_the_window() -> None:
+    by_pool = {r["group"]: counts(r) for r in report.build([], EVENTS, PRICE, T0, T0 + 200, "pool", None, SCALES)}
+    assert by_pool == {"p": [2, 1, 1, 1, 1], "q": [1, 0, 2, 0, 1], "TOTAL": [3, 1, 3, 1, 2]}
+    records = [rec(10, 20, 200, key="a")]
+    by_key = {r["group"]: counts(r) for r in report.build(records, EVENTS, PRICE, T0, T0 + 200, "key", None, SCALES)}
+    assert by_key == {"a": [None] * 5, "TOTAL": [3, 1, 3, 1, 2]}  # decisions are pool facts
+    # by day over two days: day 1 has the 200 s scale-down too; day 2 only q's scale-up (no bill, no request)
+    days = report.build([], EVENTS, PRICE, T0, T0 + 2 * 86400, "day", None, SCALES)
+    assert [(r["group"], counts(r)) for r in days] == [
+        ("2023-11-14", [3, 2, 3, 1, 2]),
+        ("2023-11-15", [1, 0, 0, 0, 0]),
+        ("TOTAL", [4, 2, 3, 1, 2]),
+    ]
+    # without scale events, pools count none
+    assert counts(report.build([], EVENTS, PRICE, T0, T0 + 200)[-1]) == [0, 0, 0, 0, 0]
+
+
+def test_report_table_shows_the_autoscaler_section_only_when_there_were_decisions() -> None:
+    rows = report.build([], EVENTS, PRICE, T0, T0 + 200, "pool", None, SCALES)
+    table = report.render_report(rows)
+    assert max(len(line) for line in table.splitlines()) <= 100, table
+    section = table[table.index("# autoscaler decisions") :].strip().splitlines()
+    assert section[1].split() == ["group", "ups", "downs", "refused", "pw_used", "pw_expired"]
+    assert [line.split() for line in section[2:]] == [
+        ["p", "2", "1", "1", "1", "1"],
+        ["q", "1", "0", "2", "0", "1"],
+        ["TOTAL", "3", "1", "3", "1", "2"],
+    ]
+    quiet = report.render_report(report.build([], EVENTS, PRICE, T0, T0 + 200))
+    assert "autoscaler" not in quiet and quiet.count("TOTAL") == 3
+
+
 def test_report_command_reads_the_database(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     engine = store.open_store(db)
@@ -129,9 +202,10 @@ def test_report_command_reads_the_database(tmp_path: Path) -> None:
         {**rec(10, 20, 200), "endpoint": "chat", "stream": False, "anomaly": False, "cost_usd": 0.01},
         {**rec(20, 20, 9000), "endpoint": "chat", "stream": False, "anomaly": True, "cost_usd": 0.01},
     ]
-    store.insert_batch(engine, rows, EVENTS)
+    store.insert_batch(engine, rows, EVENTS, SCALES[1:])  # none before the first record: --by day starts there
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(store.replica_events)).scalar_one() == 4
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.scale_events)).scalar_one() == 14
     engine.dispose()
     (tmp_path / "c.yaml").write_text(
         "pools:\n  - {name: p, model: m, backend: {url: 'http://127.0.0.1:1'}, gpu: {usd_per_hour: 3.6, count: 2}}\n"
@@ -146,6 +220,12 @@ def test_report_command_reads_the_database(tmp_path: Path) -> None:
     since, until = "2023-11-14", "2023-11-14T00:03:20"
     data = json.loads(run("--since", since, "--until", until, "--format", "json"))
     assert data[-1]["usd_billed"] == pytest.approx(0.2) and data[-1]["requests"] == 2
+    assert {r["group"]: counts(r) for r in data} == {
+        "p": [2, 1, 1, 1, 1],
+        "q": [1, 0, 2, 0, 1],
+        "TOTAL": [3, 1, 3, 1, 2],
+    }
+    assert "# autoscaler decisions" in run("--since", since, "--until", until)
     table = run("--since", since, "--until", until, "--by", "model")
     assert table.splitlines()[1].split()[:3] == ["group", "requests", "errors"]
     assert run("--format", "csv", "--by", "day").splitlines()[1].startswith("2023-11-14,2,")

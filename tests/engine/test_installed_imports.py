@@ -9,7 +9,8 @@ inside ``try: ... except ImportError`` are optional by construction, so both are
 
 A module that serves an optional feature may also import that feature's extra, and only that module:
 :data:`OPTIONAL_EXTRAS` names each such module and its extra (``tracing.py`` imports ``opentelemetry``
-lazily, only when ``tracing.enabled``, and fails at startup naming ``pip install 'frugalserve[otel]'``).
+lazily, only when ``tracing.enabled``, and fails at startup naming ``pip install 'frugalserve[otel]'``; the
+Ray provisioner likewise with the ray extra).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "frugalserve"
 # module (relative to the package) -> the extra it may import besides core and engine
-OPTIONAL_EXTRAS = {"tracing.py": "otel"}
+OPTIONAL_EXTRAS = {
+    "tracing.py": "otel",
+    # imported when a Ray pool first starts; `frugalserve up` refuses a Ray pool without it, naming the extra
+    "lifecycle/provisioners/ray.py": "ray",
+    "lifecycle/provisioners/ray_actor.py": "ray",  # runs on the Ray node, where Ray is
+}
 
 
 def canonical(name: str) -> str:
@@ -141,5 +147,5 @@ def test_an_optional_extra_is_allowed_only_in_the_module_that_serves_it() -> Non
     assert (
         problem.startswith("line 2: import opentelemetry comes from ") and "not declared in core or engine" in problem
     )
-    assert OPTIONAL_EXTRAS == {"tracing.py": "otel"}
+    assert OPTIONAL_EXTRAS["tracing.py"] == "otel"
     assert "opentelemetry" in {m for m, _ in third_party_imports((PACKAGE / "tracing.py").read_text())}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from frugalserve.clock import Clock
-from frugalserve.lifecycle.provisioner import StartFailed
+from frugalserve.clock import Clock, ManualClock
+from frugalserve.lifecycle.provisioners import PlacementRefused, StartFailed
 
 
 class FakeProvisioner:
@@ -16,11 +16,15 @@ class FakeProvisioner:
         self.can_sleep = can_sleep
         self.calls: list[str] = []
         self.fail_starts = 0
+        self.refuse_starts = 0  # starts that fail as a cluster without room would refuse them
         self.running = False
         self._exit: asyncio.Future[int] | None = None
 
     async def start(self) -> str:
         self.calls.append("start")
+        if self.refuse_starts:
+            self.refuse_starts -= 1
+            raise PlacementRefused("fake cluster: no node with 1 free GPU")
         await self.clock.sleep(self.start_s)
         if self.fail_starts:
             self.fail_starts -= 1
@@ -63,3 +67,12 @@ async def settle() -> None:
     """Let every task that is ready run until it waits again (the manual clock moves nothing by itself)."""
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def advance(clock: ManualClock, seconds: float, step: float = 0.25) -> None:
+    """Move the manual clock forward in steps, letting every task run between them (timers fire in order)."""
+    await settle()
+    while seconds > 1e-9:
+        await clock.advance(min(step, seconds))
+        seconds -= step
+        await settle()

@@ -42,7 +42,8 @@ class World:
         self, prov: FakeProvisioner | None = None, device: Device | None = None, **kw: object
     ) -> ManagedPool:
         pc = pool_config(**kw)  # type: ignore[arg-type]
-        pool = ManagedPool(pc, prov or FakeProvisioner(self.clock), self.clock, self.events, self.metrics, device)
+        prov = prov or FakeProvisioner(self.clock)
+        pool = ManagedPool(pc, lambda _name: prov, self.clock, self.events, self.metrics, device)
         await pool.start()
         self.pools.append(pool)
         return pool

@@ -48,7 +48,7 @@ class World:
             f" gpu: {{usd_per_hour: {USD_PER_HOUR}, billing: {billing}}},"
             " lifecycle: {idle_sleep_s: 20, idle_stop_s: 100, sleep_level: 2}}]"
         )
-        pool = ManagedPool(cfg.load_text(text).pools[0], prov, self.clock, RecentEvents(), self.metrics)
+        pool = ManagedPool(cfg.load_text(text).pools[0], lambda _name: prov, self.clock, RecentEvents(), self.metrics)
         await pool.start()
         self.pools.append(pool)
         return pool

@@ -25,7 +25,7 @@ from tests import procs
 
 ALLOWED_LABELS = {
     "pool", "tier", "endpoint", "status", "reason", "kind", "state", "level", "key", "period", "replica",
-    "gpu", "uuid", "model", "cache", "bound", "to", "action", "gpu_type", "billing", "le",
+    "gpu", "uuid", "model", "cache", "bound", "to", "action", "gpu_type", "billing", "le", "signal", "outcome",
 }  # fmt: skip
 CATALOGUE = Path(__file__).parents[2] / "docs" / "observability.md"
 

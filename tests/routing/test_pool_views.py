@@ -19,7 +19,7 @@ from frugalserve.lifecycle.pool import ManagedPool
 from frugalserve.pools import StaticPool
 from frugalserve.routing.policy import decide
 from frugalserve.routing.snapshot import idle_snapshot
-from tests.lifecycle.fakes import FakeProvisioner, settle
+from tests.lifecycle.fakes import FakeProvisioner, advance
 from tests.routing.helpers import LARGE, SMALL, feats
 
 
@@ -59,17 +59,13 @@ class World:
             "pools: [{name: p, model: m, tier: M, backend: {command: 'x {port}', startup_timeout_s: 20},"
             f" gpu: {{usd_per_hour: 2.0}}, lifecycle: {lifecycle}}}]"
         )
-        pool = ManagedPool(cfg.load_text(text).pools[0], prov, self.clock, RecentEvents(), self.metrics)
+        pool = ManagedPool(cfg.load_text(text).pools[0], lambda _name: prov, self.clock, RecentEvents(), self.metrics)
         await pool.start()
         self.pools.append(pool)
         return pool
 
     async def advance(self, seconds: float, step: float = 0.25) -> None:
-        await settle()
-        while seconds > 1e-9:
-            await self.clock.advance(min(step, seconds))
-            seconds -= step
-            await settle()
+        await advance(self.clock, seconds, step)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The local files accounting keeps beside the database: spool, dead letters, and the write-ahead journal.
 
-All three are JSON Lines of tagged items, ``{"r": usage row}`` or ``{"e": replica event}``, so one reader
-serves them all. A torn last line (a crash mid-write) is skipped when read.
+All three are JSON Lines of tagged items, ``{"r": usage row}``, ``{"e": replica event}`` or
+``{"s": scale event}`` (:data:`KINDS`), so one reader serves them all. A torn last line (a crash
+mid-write) is skipped when read.
 
 * spool: batches written while the database was unreachable; replayed oldest first (writer.py);
 * dead letters: single rows the database refused even after fitting (clamp.py), with the error, kept for
@@ -18,7 +19,8 @@ from typing import IO, Any
 import orjson
 
 Row = dict[str, Any]
-Item = tuple[str, Row]  # ("r", usage row) or ("e", replica event)
+Item = tuple[str, Row]  # ("r", usage row), ("e", replica event) or ("s", scale event)
+KINDS = ("r", "e", "s")  # the tables they go to: store.TABLES
 
 
 def line(kind: str, row: Row, **extra: Any) -> bytes:
@@ -64,7 +66,7 @@ def read(path: Path) -> list[Item]:
                 continue
             if not isinstance(obj, dict):
                 continue
-            for kind in ("r", "e"):
+            for kind in KINDS:
                 if isinstance(obj.get(kind), dict):
                     items.append((kind, obj[kind]))
                     break

@@ -5,10 +5,13 @@ of the total, and of a day) include its overhead (idle and cold-start time); dol
 are its requests' attributed share of busy time only (overhead belongs to pools, see costs.py).
 Savings compare the bill with keeping every replica of every pool up for the whole window. Cold starts
 (successful starts and wakes, and failed ones apart) come from replica events, so they are pool facts;
-rows by key or model show how many of their requests waited for one, and how long.
+rows by key or model show how many of their requests waited for one, and how long. The autoscaler's
+decisions (scale-ups, scale-downs, refusals, predictive prewarms used or expired) come from scale events,
+pool facts too.
 
-As a table the columns come in three groups (tokens, cost, cold starts) that each fit a 100-column
-terminal; ``wide`` prints them as one table. CSV and JSON carry every column under its full name.
+As a table the columns come in three groups (tokens, cost, cold starts), and a fourth (scaling) when
+the window holds autoscaler decisions, that each fit a 100-column terminal; ``wide`` prints them as one
+table. CSV and JSON carry every column under its full name.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from frugalserve.accounting import costs
-from frugalserve.accounting.store import api_keys, replica_events, usage_records
+from frugalserve.accounting.store import api_keys, replica_events, scale_events, usage_records
 from frugalserve.config import Config
 
 GROUPS = ("day", "key", "pool", "model")
@@ -53,6 +56,19 @@ COLUMNS = (
     "usd_always_on",
     "savings_usd",
     "savings_pct",
+    "scale_ups",
+    "scale_downs",
+    "scale_refusals",
+    "prewarms_used",
+    "prewarms_expired",
+)
+# The report's scaling columns and the scale event action each counts (events.ScaleEvent.action).
+SCALE_COUNTS = (
+    ("scale_ups", "scale_up"),
+    ("scale_downs", "scale_down"),
+    ("scale_refusals", "refused"),
+    ("prewarms_used", "prewarm_used"),
+    ("prewarms_expired", "prewarm_expired"),
 )
 RECORD_COLUMNS = (
     "request_id",
@@ -115,6 +131,27 @@ def load(engine: Engine, since: float | None, until: float) -> tuple[list[dict[s
     return records, events
 
 
+def load_scale_events(engine: Engine, since: float | None, until: float) -> list[dict[str, Any]]:
+    """The autoscaler's decisions in the window (time, pool, action), oldest first."""
+    s = scale_events.c
+    q = sa.select(s.time, s.pool, s.action).where(s.time < until)
+    if since is not None:
+        q = q.where(s.time >= since)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q.order_by(s.time))]
+
+
+def scaling(scales: Sequence[Mapping[str, Any]], since: float, until: float) -> dict[str, int]:
+    """How many of each counted decision (:data:`SCALE_COUNTS`) fall in ``[since, until)``."""
+    column_of = {action: column for column, action in SCALE_COUNTS}
+    counts = dict.fromkeys(column_of.values(), 0)
+    for e in scales:
+        column = column_of.get(e["action"])
+        if column is not None and since <= e["time"] < until:
+            counts[column] += 1
+    return counts
+
+
 def key_names(engine: Engine) -> dict[str, str]:
     """Key id -> the name to show: its name, with the id when another key has the same name."""
     with engine.connect() as conn:
@@ -173,6 +210,8 @@ def _row(group: str, recs: Sequence[Mapping[str, Any]], shares: Sequence[costs.S
         "usd_always_on": None,
         "savings_usd": None,
         "savings_pct": None,
+        # pool facts (scale events): filled by build for pool and day rows and the total
+        **dict.fromkeys((column for column, _ in SCALE_COUNTS), None),
     }
 
 
@@ -211,10 +250,12 @@ def build(
     until: float,
     by: str = "pool",
     names: Mapping[str, str] | None = None,
+    scales: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """The report's rows, the total last. ``names``: what to show for each key id (by key)."""
+    """The report's rows, the total last. ``names``: what to show for each key id (by key); ``scales``:
+    the window's scale events (:func:`load_scale_events`)."""
     if since is None:
-        times = [r["time"] for r in records] + [e["time"] for e in events]
+        times = [r["time"] for r in records] + [e["time"] for e in events] + [e["time"] for e in scales]
         since = min(times) if times else until
     if by == "day":
         rows = []
@@ -225,10 +266,11 @@ def build(
             live = [r for r in records if r["time"] < hi and r["time"] + (r.get("duration_s") or 0.0) > lo]
             att = costs.attribute(live, events, prices, lo, hi)
             mine = [i for i, r in enumerate(live) if r["time"] >= lo]
-            if mine or any(p.billed_s for p in att.pools.values()):
+            decided = scaling(scales, lo, hi)
+            if mine or any(p.billed_s for p in att.pools.values()) or any(decided.values()):
                 label = dt.datetime.fromtimestamp(day, dt.UTC).strftime("%Y-%m-%d")
                 row = _row(label, [live[i] for i in mine], [att.shares[i] for i in mine])
-                rows.append(_with_pools(row, list(att.pools.values())))
+                rows.append({**_with_pools(row, list(att.pools.values())), **decided})
             day += 86400
     else:
         att = costs.attribute(records, events, prices, since, until)
@@ -238,8 +280,9 @@ def build(
             if by == "key" and value is not None and names:
                 value = names.get(value, value)
             groups[str(value or "-")].append(i)
+        scaled = {e["pool"] for e in scales}
         if by == "pool":
-            for name in att.pools:
+            for name in [*att.pools, *scaled]:
                 groups.setdefault(name, [])
         rows = []
         for name in sorted(groups):
@@ -247,9 +290,12 @@ def build(
             row = _row(name, [records[i] for i in idx], [att.shares[i] for i in idx])
             if by == "pool" and name in att.pools:
                 row = _with_pools(row, [att.pools[name]])
+            if by == "pool" and (name in att.pools or name in scaled):
+                row.update(scaling([e for e in scales if e["pool"] == name], since, until))
             rows.append(row)
     total_att = costs.attribute(records, events, prices, since, until)
-    rows.append(_with_pools(_row("TOTAL", records, total_att.shares), list(total_att.pools.values())))
+    total = _with_pools(_row("TOTAL", records, total_att.shares), list(total_att.pools.values()))
+    rows.append({**total, **scaling(scales, since, until)})
     return rows
 
 
@@ -296,6 +342,17 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("cold_wait_p50_s", "wait_p50_s"),
             ("cold_wait_p95_s", "wait_p95_s"),
         ),
+    ),
+)
+# Shown when some row has a decision to count (a pool without an autoscaler never has one).
+SCALING_SECTION = (
+    "autoscaler decisions (replicas added, removed, refused; predictive prewarms used or expired)",
+    (
+        ("scale_ups", "ups"),
+        ("scale_downs", "downs"),
+        ("scale_refusals", "refused"),
+        ("prewarms_used", "pw_used"),
+        ("prewarms_expired", "pw_expired"),
     ),
 )
 GROUP_WIDTH = 24  # longer group names are cut in the table (CSV and JSON keep them whole)
@@ -386,7 +443,10 @@ def render_report(rows: Sequence[Mapping[str, Any]], fmt: str = "table", wide: b
     if wide:
         return render(rows, fmt) + "\n" + "\n".join(notes) + "\n"
     out: list[str] = []
-    for title, columns in SECTIONS:
+    sections = list(SECTIONS)
+    if any(r.get(column) for r in rows for column, _ in SCALING_SECTION[1]):
+        sections.append(SCALING_SECTION)
+    for title, columns in sections:
         groups = [str(r["group"]) for r in rows]
         groups = [_fit_group(g) for g in groups]
         lines = [[g, *(_short(c, r.get(c)) for c, _ in columns)] for g, r in zip(groups, rows, strict=True)]

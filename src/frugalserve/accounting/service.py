@@ -2,8 +2,9 @@
 
 The gateway calls :meth:`Accounting.admit` once per request (after the model and pool are known) and
 hands finished records to :meth:`Accounting.submit` (its record sink). Both return without touching the
-database. Replica lifecycle events go to :attr:`Accounting.events`. Admitted records are known until they
-are submitted, so a forced exit (:meth:`Accounting.on_forced_exit`) still writes one for each.
+database. Replica lifecycle events and the autoscaler's scale events go to :attr:`Accounting.events`.
+Admitted records are known until they are submitted, so a forced exit (:meth:`Accounting.on_forced_exit`)
+still writes one for each.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -30,6 +31,9 @@ from frugalserve.config import Config
 from frugalserve.errors import InvalidRequest
 from frugalserve.events import EventSink, RecentEvents
 from frugalserve.records import RecentRecords, RequestRecord
+
+if TYPE_CHECKING:
+    from frugalserve.lifecycle.scaler import ArrivalsReader
 
 log = logging.getLogger("frugalserve.accounting")
 
@@ -103,6 +107,16 @@ class Accounting:
         self._confirmed_seq = seq
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    def arrivals_reader(self) -> ArrivalsReader | None:
+        """Arrivals per pool from the usage records, for predictive prewarm (None without a database)."""
+        engine = self.engine
+        predictive = any(p.lifecycle.predictive_prewarm.enabled for p in self.config.pools)
+        if engine is None or not self.config.accounting.enabled or not predictive:
+            return None
+        from frugalserve.accounting.arrivals import arrival_counts
+
+        return lambda pool, since, until, bucket_s: arrival_counts(engine, pool, since, until, bucket_s)
 
     async def start(self) -> None:
         if self.engine is not None:
@@ -241,12 +255,13 @@ class Accounting:
             await self.writer.flush()
         engine = self.engine
 
-        def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+        def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
             records, events = report.load(engine, since, until)
-            return records, events, report.key_names(engine) if by == "key" else {}
+            scales = report.load_scale_events(engine, since, until)
+            return records, events, scales, report.key_names(engine) if by == "key" else {}
 
-        records, events, names = await asyncio.to_thread(read)
+        records, events, scales, names = await asyncio.to_thread(read)
         if query.get("anomalies"):
             return {"anomalies": report.anomalies(records)}
-        rows = report.build(records, events, report.prices_of(self.config), since, until, by, names)
+        rows = report.build(records, events, report.prices_of(self.config), since, until, by, names, scales)
         return {"since": since, "until": until, "by": by, "rows": rows}

@@ -76,6 +76,23 @@ replica_events = sa.Table(
     sa.Index("ix_events_time", "time"),
 )
 
+# One row per autoscaler decision (events.ScaleEvent, the same names): what it did, from what, and why.
+scale_events = sa.Table(
+    "scale_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("pool", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # scale_up | scale_down | refused | prewarm_used | ...
+    sa.Column("from_replicas", sa.Integer, nullable=False),
+    sa.Column("to_replicas", sa.Integer, nullable=False),
+    sa.Column("signal", sa.String(32), nullable=False),
+    sa.Column("load", sa.Float, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),  # one line for people
+    sa.Index("ix_scale_pool_time", "pool", "time"),
+    sa.Index("ix_scale_time", "time"),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,
@@ -156,30 +173,40 @@ def open_store(url: str) -> Engine:
 # -- writes -------------------------------------------------------------------------------------------
 
 
-def insert_batch(engine: Engine, records: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]]) -> None:
+# The tables of the tagged items the writer and its files hold (jsonl.py): usage row, replica event, scale event.
+TABLES: dict[str, sa.Table] = {"r": usage_records, "e": replica_events, "s": scale_events}
+
+
+def insert_batch(
+    engine: Engine,
+    records: Iterable[Mapping[str, Any]],
+    events: Iterable[Mapping[str, Any]],
+    scales: Iterable[Mapping[str, Any]] = (),
+) -> None:
     """One transaction: all of it is written or none."""
-    records, events = list(records), list(events)
-    with engine.begin() as conn:
-        if records:
-            conn.execute(usage_records.insert(), records)
-        if events:
-            conn.execute(replica_events.insert(), events)
+    insert_items(
+        engine,
+        [*(("r", r) for r in records), *(("e", e) for e in events), *(("s", s) for s in scales)],
+    )
 
 
 def insert_items(engine: Engine, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-    """Tagged items as the writer and its files hold them: ``("r", usage row)`` or ``("e", event)``."""
-    records: list[Mapping[str, Any]] = []
-    events: list[Mapping[str, Any]] = []
+    """Tagged items (:data:`TABLES`), in one transaction: all of them are written or none."""
+    by_table: dict[str, list[Mapping[str, Any]]] = {kind: [] for kind in TABLES}
     for kind, row in items:
-        (records if kind == "r" else events).append(row)
-    insert_batch(engine, records, events)
+        by_table[kind].append(row)  # an unknown tag is an error of the item (dead-lettered), not of the database
+    with engine.begin() as conn:
+        for kind, rows in by_table.items():
+            if rows:
+                conn.execute(TABLES[kind].insert(), rows)
 
 
 def delete_older_than(engine: Engine, cutoff: float) -> int:
+    n = 0
     with engine.begin() as conn:
-        n = conn.execute(usage_records.delete().where(usage_records.c.time < cutoff)).rowcount
-        n += conn.execute(replica_events.delete().where(replica_events.c.time < cutoff)).rowcount
-    return int(n or 0)
+        for table in TABLES.values():
+            n += conn.execute(table.delete().where(table.c.time < cutoff)).rowcount or 0
+    return n
 
 
 # -- reads --------------------------------------------------------------------------------------------

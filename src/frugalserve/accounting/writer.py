@@ -1,4 +1,4 @@
-"""The usage writer: the one owner of unwritten usage rows and replica events.
+"""The usage writer: the one owner of unwritten usage rows, replica events and scale events.
 
 The request path calls :meth:`UsageWriter.submit` (a list append; with ``durability: wal`` also a
 journal line) and never waits for the database. Every row is fitted to its table (clamp.py) before it is
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -43,7 +44,7 @@ from frugalserve.accounting.anomalies import AnomalyDetector
 from frugalserve.accounting.clamp import Fitter
 from frugalserve.accounting.jsonl import Item, Journal
 from frugalserve.clock import Clock
-from frugalserve.events import ReplicaEvent
+from frugalserve.events import Event, ReplicaEvent, ScaleEvent
 
 log = logging.getLogger("frugalserve.accounting")
 
@@ -53,6 +54,10 @@ Row = dict[str, Any]
 
 _RECORDS = Fitter(store.usage_records)
 _EVENTS = Fitter(store.replica_events)
+_SCALES = Fitter(store.scale_events)
+_FITTERS = {"r": _RECORDS, "e": _EVENTS, "s": _SCALES}  # one per kind of item (jsonl.KINDS)
+_SCALE_FIELDS = tuple(f.name for f in dataclasses.fields(ScaleEvent))  # the columns of scale_events
+_NAMES = {"r": "usage record", "e": "replica event", "s": "scale event"}
 
 
 class WriterMetrics:
@@ -125,8 +130,8 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
 
 
-def _fitted(rows: list[Row], events: list[Row]) -> list[Item]:
-    return [("r", _RECORDS.fit(r)) for r in rows] + [("e", _EVENTS.fit(e)) for e in events]
+def _fitted(rows: list[Row], events: list[Item]) -> list[Item]:
+    return [("r", _RECORDS.fit(r)) for r in rows] + [(kind, _FITTERS[kind].fit(e)) for kind, e in events]
 
 
 class UsageWriter:
@@ -158,7 +163,7 @@ class UsageWriter:
         self.metrics = WriterMetrics(registry)
         self.on_flushed = on_flushed
         self._rows: list[Row] = []
-        self._events: list[Row] = []
+        self._events: list[Item] = []  # replica ("e") and scale ("s") events, in the order they came
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -200,9 +205,15 @@ class UsageWriter:
                 "duration_s": event.duration_s,
             }
         )
+        self._queue_event("e", row)
+
+    def submit_scale_event(self, event: ScaleEvent) -> None:
+        self._queue_event("s", _SCALES.fit({name: getattr(event, name) for name in _SCALE_FIELDS}))
+
+    def _queue_event(self, kind: str, row: Row) -> None:
         if self.journal is not None:
-            self.journal.append("e", row)
-        self._events.append(row)
+            self.journal.append(kind, row)
+        self._events.append((kind, row))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -306,7 +317,7 @@ class UsageWriter:
             if self.on_flushed is not None:
                 self.on_flushed(seq)
 
-    def _flag_and_deliver(self, rows: list[Row], events: list[Row]) -> int | None:
+    def _flag_and_deliver(self, rows: list[Row], events: list[Item]) -> int | None:
         items = _fitted(rows, events)
         if self.detector is not None:
             self._flag_anomalies([row for _, row in items[: len(rows)]])
@@ -432,8 +443,8 @@ class UsageWriter:
         self.metrics.dead_lettered.inc()
         log.error(
             "the database refused %s %s (%s); moved to %s",
-            "usage record" if kind == "r" else "replica event",
-            row.get("request_id") or row.get("replica"),
+            _NAMES.get(kind, kind),
+            row.get("request_id") or row.get("replica") or f"{row.get('pool')}/{row.get('action')}",
             error,
             self.dead_letter_path,
         )
@@ -452,10 +463,14 @@ class UsageWriter:
 
 
 class EventWriter:
-    """The :class:`~frugalserve.events.EventSink` the lifecycle emits to: events go to the usage writer."""
+    """The :class:`~frugalserve.events.EventSink` the lifecycle and the autoscaler emit to: each event goes
+    to the usage writer, as a row of ``replica_events`` or of ``scale_events`` by its type."""
 
     def __init__(self, writer: UsageWriter) -> None:
         self._writer = writer
 
-    def submit(self, event: ReplicaEvent) -> None:
-        self._writer.submit_event(event)
+    def submit(self, event: Event) -> None:
+        if isinstance(event, ScaleEvent):
+            self._writer.submit_scale_event(event)
+        else:
+            self._writer.submit_event(event)

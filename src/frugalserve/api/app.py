@@ -60,14 +60,15 @@ from frugalserve.config import Config
 from frugalserve.errors import APIError, AuthenticationFailed, NotFound, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from frugalserve.events import EventSink, FanoutEvents, RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
-from frugalserve.lifecycle.pool import build_managed_pools
+from frugalserve.lifecycle.pool import build_pools, ray_cluster
+from frugalserve.lifecycle.scaler import ScaleSignals
 from frugalserve.metrics import GatewayMetrics
 from frugalserve.metrics.budgets import BudgetsCollector
 from frugalserve.metrics.cost import CostMeter
 from frugalserve.metrics.gpu import GpuCollector, GpuReader, GpuTelemetry, NvmlReader
 from frugalserve.metrics.pools import PoolsCollector
 from frugalserve.metrics.upstream import UpstreamCollector, UpstreamTelemetry
-from frugalserve.pools import Lease, Pool, PoolSet, StaticPool
+from frugalserve.pools import Lease, Pool, PoolSet
 from frugalserve.records import RecentRecords, RecordSink, RequestRecord
 from frugalserve.routing import policy
 from frugalserve.routing.cascade import escalation_reason
@@ -113,13 +114,18 @@ class Gateway:
             [self.recent_events, self.accounting.events, *([events] if events is not None else [])]
         )
         self.lifecycle_metrics = LifecycleMetrics(self.metrics.registry, CostMeter(self.clock))
+        # What the autoscalers read (the telemetry below); Ray, when a pool runs its replicas there.
+        self.scale_signals = ScaleSignals()
+        self.ray = ray_cluster(config)
         if pools is None:
-            managed = build_managed_pools(config, self.clock, self.events, self.lifecycle_metrics)
-            meter = self.lifecycle_metrics.meter
-            pools = [managed.get(p.name) or StaticPool(p, config.routing.affinity, meter) for p in config.pools]
+            arrivals = self.accounting.arrivals_reader()  # predictive prewarm learns from the usage records
+            pools = build_pools(
+                config, self.clock, self.events, self.lifecycle_metrics, self.scale_signals, arrivals, self.ray
+            )
         self.pools = PoolSet(pools)
         # Each ready replica's own /metrics, scraped on an interval: re-exported, and read by routing.
         self.telemetry = UpstreamTelemetry(self.pools, config.gateway.upstream_metrics_interval_s, self.clock)
+        self.scale_signals.upstream = self.telemetry
         if self.telemetry.enabled:
             self.metrics.registry.register(UpstreamCollector(self.telemetry))
         self.router = Router(config, self.pools, self.clock, self.metrics.registry, self.telemetry)
@@ -130,6 +136,7 @@ class Gateway:
             gpu_reader or NvmlReader(), config.pools, config.gateway.gpu_metrics_interval_s, self.clock
         )
         self.metrics.registry.register(GpuCollector(self.gpus))
+        self.scale_signals.gpus = self.gpus
         self.sink: RecordSink = sink or self.accounting
         self.recorder = Recorder(self.clock, self.metrics, self.sink)
         # None when off: the request path then checks ``record.trace is None`` and nothing else (tracing.py).
@@ -170,6 +177,8 @@ class Gateway:
         await self.telemetry.stop()
         for pool in self.pools:
             await pool.stop()
+        if self.ray is not None:
+            await self.ray.shutdown()
         if self.upstream is not None:
             await self.upstream.aclose()
         for fetcher in self.fetchers.values():

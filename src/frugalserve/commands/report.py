@@ -59,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         records, events = report.load(engine, since, until)
+        scales = report.load_scale_events(engine, since, until)
         names = report.key_names(engine) if args.by == "key" else None
     finally:
         engine.dispose()
-    first = min([r["time"] for r in records] + [e["time"] for e in events], default=None)
+    first = min([r["time"] for r in records] + [e["time"] for e in events + scales], default=None)
     start = since if since is not None else first
     window = f"{_utc(start)} to {_utc(until)} UTC" if start is not None else f"no records before {_utc(until)} UTC"
     # Where the numbers come from, on stderr: the terminal shows it, and stdout stays data in every format.
@@ -74,6 +75,6 @@ def run(args: argparse.Namespace) -> int:
             return 0
         sys.stdout.write(report.render(flagged, args.format))
         return 0
-    rows = report.build(records, events, report.prices_of(config), since, until, args.by, names)
+    rows = report.build(records, events, report.prices_of(config), since, until, args.by, names, scales)
     sys.stdout.write(report.render_report(rows, args.format, args.wide, args.by))
     return 0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import os
 import sys
 
@@ -34,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
         if missing is not None:
             print(f"error: tracing.enabled: {missing}", file=sys.stderr)
             return 2
+    ray_pools = [i for i, p in enumerate(config.pools) if p.backend.ray is not None]
+    if ray_pools and importlib.util.find_spec("ray") is None:
+        from frugalserve.lifecycle.provisioners.ray import INSTALL_HINT
+
+        print(f"error: pools[{ray_pools[0]}].{INSTALL_HINT}", file=sys.stderr)
+        return 2
     from frugalserve.server import serve
 
     code = serve(config, host=args.host, port=args.port)

@@ -48,3 +48,35 @@ class LifecycleMetrics:
             ["pool", "reason"],
             registry=registry,
         )
+        self.prewarms = Counter(
+            "frugalserve_prewarms",
+            "Replicas brought up ahead of demand, by pool, kind (cron, predictive) and outcome: used (it served a "
+            "request) or expired (it went down without one).",
+            ["pool", "kind", "outcome"],
+            registry=registry,
+        )
+        self.scale_decisions = Counter(
+            "frugalserve_autoscale_decisions",
+            "Autoscaler decisions that changed the replica count or were refused, by pool, action (scale_up, "
+            "scale_down, refused, prewarm) and the signal that decided.",
+            ["pool", "action", "signal"],
+            registry=registry,
+        )
+        self.desired_replicas = Gauge(
+            "frugalserve_autoscale_desired_replicas",
+            "Replicas the pool's autoscaler wants now.",
+            ["pool"],
+            registry=registry,
+        )
+        self.scale_load = Gauge(
+            "frugalserve_autoscale_load",
+            "The pool's load in replicas' worth of target, averaged over the window the last decision used.",
+            ["pool"],
+            registry=registry,
+        )
+        self.panic = Gauge(
+            "frugalserve_autoscale_panic",
+            "1 while the pool's autoscaler is in panic mode (a burst: decides on the short window, never scales down).",
+            ["pool"],
+            registry=registry,
+        )

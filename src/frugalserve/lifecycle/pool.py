@@ -1,9 +1,17 @@
-"""A managed pool: requests are held while its replica is cold, then leased to it.
+"""A managed pool: a set of replicas the gateway runs, requests held while none is ready, then leased.
 
 ``acquire()`` is the whole request-side contract (see :class:`frugalserve.pools.Pool`): a ready replica is
-leased at once; otherwise the request waits in a bounded queue while the replica owner starts or wakes
-it, and gets 503 with ``Retry-After`` (an ETA from measured start times) when the queue is full or the
-wait passes ``lifecycle.max_wait_s``. Prewarm schedules run here as a small task per pool.
+leased at once (the fewest requests outstanding, or the replica an affinity key hashes to while it is not
+loaded past the bound); otherwise the request waits in a bounded queue while a replica starts or wakes,
+and gets 503 with ``Retry-After`` (an ETA from measured start times) when the queue is full or the wait
+passes ``lifecycle.max_wait_s``.
+
+The pool owns the set of replicas (``replicas.max`` slots, each a :class:`Replica` with its own owner
+task, made the first time it is needed). How many should run is the autoscaler's business
+(frugalserve.lifecycle.scaler calls :meth:`ManagedPool.add` and :meth:`ManagedPool.remove`); a removed
+replica is drained first (no new leases; its requests finish) and then stopped, never with a request on
+it. A request that finds nothing ready wakes or starts one replica itself, so a pool without an autoscaler
+(one replica) behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -12,34 +20,45 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 from frugalserve.clock import Clock
 from frugalserve.config import Config, PoolConfig
 from frugalserve.errors import APIError, ServiceUnavailable
-from frugalserve.events import EventSink
+from frugalserve.events import EventSink, ScaleEvent
 from frugalserve.lifecycle.cron import next_prewarm
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.policy import prewarm_due, restart_delay, start_eta
-from frugalserve.lifecycle.provisioner import CommandProvisioner, Provisioner, within
+from frugalserve.lifecycle.provisioners import Provisioner, within
 from frugalserve.lifecycle.replica import Replica
 from frugalserve.metrics.upstream import PoolTelemetry
-from frugalserve.pools import Lease, Target
+from frugalserve.pools import Lease, Pool, StaticPool, Target
+from frugalserve.routing.config import AffinityConfig
+from frugalserve.routing.replicas import HashRing, ReplicaLoad, choose_replica
 from frugalserve.routing.snapshot import DEFAULT_WAKE_S, PoolState, PoolView, mean_or, pool_view
 
+if TYPE_CHECKING:
+    from frugalserve.lifecycle.scaler import ArrivalsReader, PoolScaler, ScaleSignals
+
 log = logging.getLogger("frugalserve.lifecycle")
+
+ProvisionerFactory = Callable[[str], Provisioner]  # replica name -> its provisioner
+# Where a cold replica is brought up from, fastest first (a sleeping one only needs a wake).
+_COLD_ORDER = {"sleeping": 0, "stopped": 1, "failed": 2}
 
 
 class _ManagedLease:
     __slots__ = ("_replica", "target", "waited_s")
 
-    def __init__(self, replica: Replica, target: Target, waited_s: float) -> None:
+    def __init__(self, pool: ManagedPool, replica: Replica, target: Target, waited_s: float) -> None:
         self._replica: Replica | None = replica
         self.target = target
         self.waited_s = waited_s
         replica.lease()
+        if replica.prewarmed is not None:
+            pool.prewarm_outcome(replica, "used")
 
     def release(self) -> None:
         if self._replica is not None:
@@ -48,41 +67,58 @@ class _ManagedLease:
 
 
 class ManagedPool:
-    """A pool whose backend the gateway runs (``backend.command``), with one replica."""
+    """A pool whose backend the gateway runs (``backend.command``, locally or on Ray), 1 to ``replicas.max``."""
 
     def __init__(
         self,
         config: PoolConfig,
-        provisioner: Provisioner,
+        provisioners: ProvisionerFactory,
         clock: Clock,
         events: EventSink,
         metrics: LifecycleMetrics,
         device: Device | None = None,
+        affinity: AffinityConfig | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
         self.clock = clock
+        self.events = events
         self.metrics = metrics
-        self.replica = Replica(config, f"{config.name}-0", provisioner, clock, events, metrics, device)
-        if device is not None:
-            device.replicas.append(self.replica)
         self.device = device
+        self._provisioners = provisioners
+        self.replicas: list[Replica] = []
+        self.draining: set[str] = set()  # being removed: no new leases
+        self.pending: set[str] = set()  # added by the autoscaler, not yet ready (counted as coming)
+        self.scaler: PoolScaler | None = None  # set by build_managed_pools when the pool scales
         self.waiting = 0
+        self.prewarms = {"used": 0, "expired": 0}
+        self.last_expired: dict[str, float] = {}  # prewarm kind -> wall time its last prewarm expired unused
         self._headers = dict(config.backend.headers)
+        affinity = affinity or AffinityConfig()
+        self._load_factor = affinity.load_factor
+        names = [self._name(i) for i in range(config.replicas.max)]
+        self._ring = HashRing(names, affinity.virtual_nodes) if len(names) > 1 else None
+        self._changed = asyncio.Event()
+        self._started = False
         self._prewarm_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._slot()  # replica 0 exists from the start, stopped, as a pool's first replica always did
         metrics.queued.labels(self.name).set_function(lambda: self.waiting)
+
+    @property
+    def replica(self) -> Replica:
+        """The first replica (a pool with ``replicas.max: 1`` has only this one)."""
+        return self.replicas[0]
 
     # -- the Pool protocol -------------------------------------------------------------------------
 
     def is_ready(self) -> bool:
-        return self.replica.state == "ready"
+        return any(self._takes_requests(r) for r in self.replicas)
 
     async def acquire(self, affinity: str | None = None, exclude: Collection[str] = ()) -> Lease:
-        # One replica: nothing to choose (the autoscaling issue brings several, chosen as StaticPool does).
-        r = self.replica
-        if r.state == "ready":
-            return _ManagedLease(r, Target(r.base_url, r.name, self._headers), 0.0)
+        r = self._pick(affinity, exclude)
+        if r is not None:
+            return _ManagedLease(self, r, self._target(r), 0.0)
         lc = self.config.lifecycle
         if self.waiting >= lc.max_queue:
             self.metrics.held_rejected.labels(self.name, "queue_full").inc()
@@ -90,11 +126,13 @@ class ManagedPool:
         self.waiting += 1
         t0 = self.clock.monotonic()
         try:
-            while r.state != "ready":
+            while (r := self._pick(affinity, exclude)) is None:
                 remaining = t0 + lc.max_wait_s - self.clock.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                await within(r.ensure_ready("request"), remaining, self.clock)
+                # The change event is taken now, in the same step as _pick: `within` runs the wait as a task
+                # that starts a loop turn later, and a replica that becomes ready in between must wake it.
+                await within(self._replica_ready(self._changed), remaining, self.clock)
         except TimeoutError:
             self.metrics.held_rejected.labels(self.name, "timeout").inc()
             raise self._unavailable(
@@ -105,83 +143,159 @@ class ManagedPool:
             raise
         finally:
             self.waiting -= 1
-        return _ManagedLease(r, Target(r.base_url, r.name, self._headers), self.clock.monotonic() - t0)
+        return _ManagedLease(self, r, self._target(r), self.clock.monotonic() - t0)
 
     def replicas_besides(self, names: Collection[str]) -> int:
-        return int(self.replica.name not in names)
+        return sum(r.name not in names and self._takes_requests(r) for r in self.replicas)
 
     def ready_targets(self) -> list[Target]:
-        r = self.replica
-        return [Target(r.base_url, r.name, self._headers)] if r.state == "ready" else []
+        # draining replicas included: they still serve their last requests
+        return [self._target(r) for r in self.replicas if r.state == "ready"]
 
     async def start(self) -> None:
-        self.replica.start_owner()
+        self._started = True
+        for r in self.replicas:
+            r.start_owner()
         if self.config.lifecycle.prewarm:
             self._prewarm_task = asyncio.get_running_loop().create_task(self._prewarm_loop())
+        if self.scaler is not None:
+            self._update_ladders()
+            self.scaler.start()
 
     async def stop(self) -> None:
+        if self.scaler is not None:
+            await self.scaler.stop()
         for task in (self._prewarm_task, *self._background):
             if task is not None:
                 task.cancel()
-        await self.replica.shutdown()
+        await asyncio.gather(*(r.shutdown() for r in self.replicas))
+
+    # -- the replica set (the autoscaler's commands) --------------------------------------------------
+
+    def counted(self) -> list[Replica]:
+        """Replicas that count as running: ready or coming up, and not being removed."""
+        return [r for r in self.replicas if self._coming(r) or self._takes_requests(r)]
+
+    def add(
+        self,
+        reason: str,
+        prewarm: str | None = None,
+        on_refused: Callable[[str, str, bool], None] | None = None,
+    ) -> Replica | None:
+        """Bring one more replica up in the background (a sleeping one first: a wake is fastest); None when
+        every slot is in use. ``prewarm`` ("cron" or "predictive") marks it so its use or expiry is counted;
+        ``on_refused(replica, message, placement)`` hears of a start that failed or found no room."""
+        r = self._cold_replica()
+        if r is None:
+            return None
+        if prewarm is not None:
+            r.prewarmed = prewarm
+        self.pending.add(r.name)
+        self._update_ladders()
+
+        async def bring_up() -> None:
+            try:
+                await r.ensure_ready(reason)
+            except APIError as exc:
+                log.info("pool %s: %s could not come up: %s", self.name, r.name, exc.message)
+                if on_refused is not None:
+                    on_refused(r.name, r.last_error or exc.message, r.refused)
+            finally:
+                self.pending.discard(r.name)
+                self._notify()
+
+        self._spawn(bring_up())
+        return r
+
+    def remove(self, reason: str) -> Replica | None:
+        """Drain one replica and stop it: the one with the fewest requests (the highest index among equals).
+        It takes no new request from now; None when no replica may go."""
+        candidates = self.counted()
+        if not candidates:
+            return None
+        r = min(candidates, key=lambda x: (x.state == "ready", x.in_flight, -self.replicas.index(x)))
+        self.draining.add(r.name)
+        self._notify()
+
+        async def drain_and_stop() -> None:
+            try:
+                await r.request_stop(reason)
+            finally:
+                self.draining.discard(r.name)
+
+        self._spawn(drain_and_stop())
+        return r
+
+    def prewarm_outcome(self, r: Replica, outcome: str) -> None:
+        """A prewarmed replica served its first request (used) or went down without one (expired)."""
+        kind, r.prewarmed = r.prewarmed, None
+        if kind is None:
+            return
+        self.prewarms[outcome] += 1
+        if outcome == "expired":
+            self.last_expired[kind] = self.clock.wall()
+        self.metrics.prewarms.labels(self.name, kind, outcome).inc()
+        n = len(self.counted())
+        self.events.submit(
+            ScaleEvent(
+                self.clock.wall(), self.name, f"prewarm_{outcome}", n, n, kind, 0.0, f"{kind} prewarm of {r.name}"
+            )
+        )
 
     # -- admin -------------------------------------------------------------------------------------
 
     async def wake(self, reason: str = "admin", wait: bool = False) -> None:
+        if self.is_ready():
+            return
+        r = self._next_up()
+        if r is None:
+            return
         if wait:
-            await self.replica.ensure_ready(reason)
+            await r.ensure_ready(reason)
         else:
-            self._spawn(self.replica.ensure_ready(reason))
+            self._spawn(r.ensure_ready(reason))
 
     async def sleep(self, reason: str = "admin", stop: bool = False) -> str:
-        if stop:
-            return await self.replica.request_stop(reason)
-        return await self.replica.request_sleep(reason)
+        """Drain and sleep (or stop) every replica; the first replica's resulting state."""
+        up = [r for r in self.replicas if r.state not in ("stopped",) and r.name not in self.draining] or [self.replica]
+        results = await asyncio.gather(*((r.request_stop(reason) if stop else r.request_sleep(reason)) for r in up))
+        return str(results[0])
 
     def describe(self) -> dict[str, Any]:
-        r = self.replica
         return {
             "name": self.name,
             "model": self.config.model,
             "managed": True,
             "queue_length": self.waiting,
-            "eta_s": round(self.eta_s(), 3) if r.state != "ready" else 0.0,
+            "eta_s": round(self.eta_s(), 3) if not self.is_ready() else 0.0,
             "device": self.device.name if self.device else None,
-            "replicas": [r.describe()],
+            "replicas_min": self.config.replicas.min,
+            "replicas_max": self.config.replicas.max,
+            "prewarms": dict(self.prewarms),
+            "autoscale": self.scaler.describe() if self.scaler is not None else None,
+            "replicas": [{**r.describe(), "removing": r.name in self.draining} for r in self.replicas],
         }
 
     def view(self, now: float, telemetry: PoolTelemetry | None = None) -> PoolView:
-        """The replica's state, its measured start and wake times, and what a request arriving now waits."""
-        r = self.replica
-        lc = self.config.lifecycle
-        start_s = mean_or(r.recent_starts["start"], min(self.config.backend.startup_timeout_s, 30.0))
-        wake_s = mean_or(r.recent_starts["wake"], DEFAULT_WAKE_S[lc.sleep_level])
-        elapsed = now - r.since
-        state: PoolState
-        if r.state == "ready":
-            state, eta = "ready", 0.0
-        elif r.state == "starting":
-            # A wake keeps the running process's URL; a start learns it only once the process is up.
-            state = "waking" if r.base_url else "starting"
-            eta = max(0.0, (wake_s if r.base_url else start_s) - elapsed)
-        elif r.state == "stopping":  # on its way down: a request waits for that, then brings it back
-            can_sleep = r.provisioner.can_sleep
-            state, eta = ("sleeping", wake_s) if can_sleep else ("stopped", start_s)
-        elif r.state == "failed":
-            backoff = restart_delay(r.failures, lc.restart_backoff_s, lc.restart_backoff_max_s)
-            state, eta = "failed", start_s + max(0.0, backoff - elapsed)
-        elif r.state == "sleeping":
-            state, eta = "sleeping", wake_s
-        else:
-            state, eta = "stopped", start_s
+        """The best replica's state and what a request arriving now waits; measured start and wake times."""
+        start_s, wake_s = self._start_s(), self._wake_s()
+        live = [r for r in self.replicas if r.name not in self.draining] or self.replicas[:1]
+        best_state: PoolState = "stopped"
+        best_eta = math.inf
+        for r in live:
+            state, eta = self._replica_eta(r, now, start_s, wake_s)
+            if eta < best_eta:
+                best_state, best_eta = state, eta
+        ready = sum(r.state == "ready" for r in live)
+        up = sum(r.state in ("ready", "starting", "sleeping") for r in live)
         return pool_view(
             self.config,
-            state=state,
-            replicas=1,
-            ready_replicas=1 if state == "ready" else 0,
-            in_flight=r.in_flight,
+            state=best_state,
+            replicas=max(up, 1),
+            ready_replicas=ready,
+            in_flight=sum(r.in_flight for r in self.replicas),
             held=self.waiting,
-            eta_s=eta,
+            eta_s=best_eta,
             start_s=start_s,
             wake_s=wake_s,
             telemetry=telemetry,
@@ -189,23 +303,164 @@ class ManagedPool:
 
     # -- internals ---------------------------------------------------------------------------------
 
+    def _takes_requests(self, r: Replica) -> bool:
+        """Ready and not being removed: what a new request may be leased to."""
+        return r.state == "ready" and r.name not in self.draining
+
+    def _name(self, index: int) -> str:
+        return f"{self.name}-{index}"
+
+    def _slot(self) -> Replica | None:
+        """A new replica in the next free slot (stopped), or None when there are ``replicas.max``."""
+        if len(self.replicas) >= self.config.replicas.max:
+            return None
+        name = self._name(len(self.replicas))
+        r = Replica(self.config, name, self._provisioners(name), self.clock, self.events, self.metrics, self.device)
+        r.on_change = self._on_change
+        r.idle_ladder = self._ladder_applies()
+        if self.device is not None:
+            self.device.replicas.append(r)
+        self.replicas.append(r)
+        if self._started:
+            r.start_owner()
+        return r
+
+    def _cold_replica(self) -> Replica | None:
+        cold = [
+            r
+            for r in self.replicas
+            if r.state in _COLD_ORDER and r.name not in self.draining and r.name not in self.pending
+        ]
+        if cold:
+            return min(cold, key=lambda r: (_COLD_ORDER[r.state], self.replicas.index(r)))
+        return self._slot()
+
+    def _pick(self, affinity: str | None, exclude: Collection[str]) -> Replica | None:
+        ready = [r for r in self.replicas if self._takes_requests(r)]
+        if not ready:
+            return None
+        if len(ready) == 1:
+            return ready[0]
+        if exclude:
+            ready = [r for r in ready if r.name not in exclude] or ready
+        loads = [ReplicaLoad(r.name, r.in_flight) for r in ready]
+        name = choose_replica(loads, affinity, self._ring, self._load_factor)
+        return next(r for r in ready if r.name == name)
+
+    def _target(self, r: Replica) -> Target:
+        return Target(r.base_url, r.name, self._headers)
+
+    async def _replica_ready(self, changed: asyncio.Event) -> None:
+        """Return when some replica may have become ready since ``changed`` was taken; bring one up if none
+        is on its way. Raises the 503 of a failed start when nothing else is coming."""
+        if changed.is_set() or self.is_ready():
+            return
+        target = self._next_up()
+        if target is None:  # every slot busy going down: wait for a change
+            await changed.wait()
+            return
+        up = asyncio.ensure_future(target.ensure_ready("request"))
+        other = asyncio.ensure_future(changed.wait())
+        try:
+            await asyncio.wait((up, other), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            other.cancel()
+        if up.done():
+            exc = up.exception()
+            if exc is not None and not self.is_ready() and not self._coming_besides(target):
+                raise exc
+            return
+        up.cancel()
+
+    def _next_up(self) -> Replica | None:
+        """The replica a waiting request (or an admin wake) waits for: one already on its way, else the one
+        quickest to bring up; None when every slot is busy going down."""
+        coming = [r for r in self.replicas if self._coming(r)]
+        return coming[0] if coming else self._cold_replica()
+
+    def _coming(self, r: Replica) -> bool:
+        return (r.state == "starting" or r.name in self.pending) and r.name not in self.draining
+
+    def _coming_besides(self, target: Replica) -> bool:
+        return any(r is not target and self._coming(r) for r in self.replicas)
+
+    def _on_change(self, r: Replica) -> None:
+        if r.prewarmed is not None and r.state in ("stopping", "sleeping", "stopped", "failed"):
+            self.prewarm_outcome(r, "expired")
+        self._notify()
+
+    def _ladder_applies(self) -> bool:
+        """Whether the idle ladder may sleep and stop replicas now. Never with ``replicas.min >= 1`` (they
+        stay up); with an autoscaler only once it is down to one replica: above that, removing replicas is
+        the autoscaler's job (the two would otherwise fight, one sleeping what the other wants up)."""
+        if self.config.replicas.min > 0:
+            return False
+        return self.scaler is None or len(self.counted()) <= 1
+
+    def _update_ladders(self) -> None:
+        on = self._ladder_applies()
+        for r in self.replicas:
+            r.set_idle_ladder(on)
+
+    def _notify(self) -> None:
+        self._update_ladders()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _default_start_s(self) -> float:
+        """Until a start has been measured."""
+        return min(self.config.backend.startup_timeout_s, 30.0)
+
+    def _start_s(self) -> float:
+        starts = [s for r in self.replicas for s in r.recent_starts["start"]]
+        return mean_or(starts, self._default_start_s())
+
+    def _wake_s(self) -> float:
+        wakes = [s for r in self.replicas for s in r.recent_starts["wake"]]
+        return mean_or(wakes, DEFAULT_WAKE_S[self.config.lifecycle.sleep_level])
+
+    def _replica_eta(self, r: Replica, now: float, start_s: float, wake_s: float) -> tuple[PoolState, float]:
+        lc = self.config.lifecycle
+        elapsed = now - r.since
+        if r.state == "ready":
+            return "ready", 0.0
+        if r.state == "starting":
+            # A wake keeps the running process's URL; a start learns it only once the process is up.
+            return ("waking", max(0.0, wake_s - elapsed)) if r.base_url else ("starting", max(0.0, start_s - elapsed))
+        if r.state == "stopping":  # on its way down: a request waits for that, then brings it back
+            return ("sleeping", wake_s) if r.provisioner.can_sleep else ("stopped", start_s)
+        if r.state == "failed":
+            backoff = restart_delay(r.failures, lc.restart_backoff_s, lc.restart_backoff_max_s)
+            return "failed", start_s + max(0.0, backoff - elapsed)
+        if r.state == "sleeping":
+            return "sleeping", wake_s
+        return "stopped", start_s
+
     def eta_s(self) -> float:
-        r = self.replica
-        kind = "wake" if r.state == "sleeping" else "start"
-        elapsed = self.clock.monotonic() - r.since if r.state == "starting" else None
-        default = min(self.config.backend.startup_timeout_s, 30.0)
-        return start_eta(elapsed, list(r.recent_starts[kind]), default)
+        now = self.clock.monotonic()
+        best = math.inf
+        for r in self.replicas:
+            if r.name in self.draining:
+                continue
+            if r.state == "ready":
+                return 0.0
+            kind = "wake" if r.state == "sleeping" else "start"
+            elapsed = now - r.since if r.state == "starting" else None
+            best = min(best, start_eta(elapsed, list(r.recent_starts[kind]), self._default_start_s()))
+        return 0.0 if best == math.inf else best
 
     def _unavailable(self, message: str) -> ServiceUnavailable:
         retry = max(1, math.ceil(self.eta_s()))
         return ServiceUnavailable(f"{message} Retry in about {retry}s.", headers={"Retry-After": str(retry)})
 
     def _spawn(self, work: Any) -> None:
-        async def quiet() -> None:
+        """Run ``work`` in the background; its 503 has nobody to go to (a caller that cares catches it)."""
+
+        async def run() -> None:
             with contextlib.suppress(APIError):
                 await work
 
-        task = asyncio.get_running_loop().create_task(quiet())
+        task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -220,19 +475,57 @@ class ManagedPool:
             if prewarm_due(fire, self.clock.wall()):
                 after = fire
                 log.info("pool %s: prewarm (%s)", self.name, ", ".join(lc.prewarm))
-                self._spawn(self.replica.ensure_ready("prewarm"))
+                if not self.is_ready() and not any(self._coming(r) for r in self.replicas):
+                    self.add("prewarm", prewarm="cron")
 
 
-def build_managed_pools(
-    config: Config, clock: Clock, events: EventSink, metrics: LifecycleMetrics
-) -> dict[str, ManagedPool]:
-    """A :class:`ManagedPool` for every pool with ``backend.command``, sharing one ledger per device."""
+def ray_cluster(config: Config) -> Any:
+    """The gateway's one connection to Ray (frugalserve.lifecycle.provisioners.ray.RayCluster), or None when
+    no pool runs on Ray. Every Ray pool names the same cluster (config validation checks it)."""
+    ray_pools = [p.backend.ray for p in config.pools if p.backend.ray is not None and p.backend.command]
+    if not ray_pools:
+        return None
+    from frugalserve.lifecycle.provisioners.ray import RayCluster
+
+    return RayCluster.for_config(ray_pools[0])
+
+
+def provisioner_factory(pool: PoolConfig, clock: Clock, ray: Any = None) -> ProvisionerFactory:
+    """How the pool's replicas are run: a local process each, or a Ray actor each (``backend.ray``)."""
+    if pool.backend.ray is not None:
+        from frugalserve.lifecycle.provisioners.ray import RayProvisioner  # ray is an optional extra
+
+        return lambda name: RayProvisioner(pool, name, clock, ray)
+    from frugalserve.lifecycle.provisioners.command import CommandProvisioner
+
+    return lambda name: CommandProvisioner(pool, name, clock)
+
+
+def build_pools(
+    config: Config,
+    clock: Clock,
+    events: EventSink,
+    metrics: LifecycleMetrics,
+    signals: ScaleSignals | None = None,
+    arrivals: ArrivalsReader | None = None,
+    ray: Any = None,
+) -> list[Pool]:
+    """Every pool of the config, in its order: a :class:`ManagedPool` for each ``backend.command`` (sharing
+    one ledger per device, with an autoscaler when it may run more than one replica, keeps a floor, or
+    prewarms predictively), a :class:`~frugalserve.pools.StaticPool` for each url backend."""
+    from frugalserve.lifecycle.scaler import PoolScaler, ScaleSignals
+
+    signals = signals or ScaleSignals()
     devices = {d.name: Device(d.name, d.memory_gb, clock) for d in config.devices}
-    pools: dict[str, ManagedPool] = {}
+    pools: list[Pool] = []
     for p in config.pools:
         if p.backend.command is None:
+            pools.append(StaticPool(p, config.routing.affinity, metrics.meter))
             continue
         device = devices.get(p.gpu.device) if p.gpu.device else None
-        provisioner = CommandProvisioner(p, f"{p.name}-0", clock)
-        pools[p.name] = ManagedPool(p, provisioner, clock, events, metrics, device)
+        factory = provisioner_factory(p, clock, ray)
+        pool = ManagedPool(p, factory, clock, events, metrics, device, config.routing.affinity)
+        if PoolScaler.wanted(pool):
+            pool.scaler = PoolScaler(pool, signals, clock, events, metrics, config.routing, arrivals)
+        pools.append(pool)
     return pools

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,13 +40,14 @@ from frugalserve.events import EventSink, ReplicaEvent
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.policy import (
+    IdleDecision,
     ReplicaView,
     State,
     failures_after_crash,
     idle_decision,
     restart_delay,
 )
-from frugalserve.lifecycle.provisioner import Provisioner, StartFailed
+from frugalserve.lifecycle.provisioners import PlacementRefused, Provisioner, StartFailed
 from frugalserve.metrics.cost import BilledClock
 
 log = logging.getLogger("frugalserve.lifecycle")
@@ -99,6 +101,7 @@ class Replica:
         self.base_url = ""
         self.failures = 0
         self.last_error: str | None = None
+        self.refused = False  # the last start failed for want of room (PlacementRefused), not a broken backend
         self.last_cold_start_s: float | None = None
         self.recent_starts: dict[str, deque[float]] = {"start": deque(maxlen=10), "wake": deque(maxlen=10)}
         self._mail: deque[_Command] = deque()
@@ -111,6 +114,11 @@ class Replica:
         self._next_probe = 0.0
         self.billed = BilledClock(clock, pool, self.state)  # its share of /metrics' cost series
         metrics.meter.add(pool, self.billed)
+        # Set by the pool: told of every state change; whether the idle ladder applies (not to a pool's
+        # ``replicas.min`` floor); which prewarm brought it up, until its first request or its going down.
+        self.on_change: Callable[[Replica], None] | None = None
+        self.idle_ladder = True
+        self.prewarmed: str | None = None
 
     # -- what others may call ------------------------------------------------------------------------
 
@@ -141,6 +149,12 @@ class Replica:
     async def evict(self) -> bool:
         """Sleep (or stop) this replica to free its GPU memory, only if it is idle; True when it did."""
         return bool(await self._ask("evict", "evicted"))
+
+    def set_idle_ladder(self, on: bool) -> None:
+        """The pool decides whether the idle ladder applies to this replica now; the owner re-reads its timer."""
+        if on != self.idle_ladder:
+            self.idle_ladder = on
+            self._post(_Command("kick"))
 
     def lease(self) -> None:
         """Count a request in flight; the caller checked ``state == "ready"`` without awaiting since."""
@@ -185,6 +199,8 @@ class Replica:
             "can_sleep": self.provisioner.can_sleep,
             "url": self.base_url or None,
             "memory_gb": self.memory_gb,
+            # where a cluster placed it (Ray: node, GPU ids, pids, log path); absent for a local process
+            **({"placement": placement} if (placement := getattr(self.provisioner, "placement", None)) else {}),
         }
 
     # -- mailbox ---------------------------------------------------------------------------------
@@ -222,9 +238,14 @@ class Replica:
                 return None
         return self._mail.popleft()
 
+    def _idle(self, now: float) -> IdleDecision:
+        if not self.idle_ladder:
+            return IdleDecision(None, None)
+        return idle_decision(self.view(), now, self.config.lifecycle)
+
     def _timer_at(self) -> float | None:
         times = []
-        decision = idle_decision(self.view(), self.clock.monotonic(), self.config.lifecycle)
+        decision = self._idle(self.clock.monotonic())
         if decision.action is not None:
             return self.clock.monotonic()
         if decision.check_at is not None:
@@ -295,7 +316,7 @@ class Replica:
 
     async def _on_timer(self) -> None:
         now = self.clock.monotonic()
-        decision = idle_decision(self.view(), now, self.config.lifecycle)
+        decision = self._idle(now)
         if decision.action == "sleep":
             await self._sleep("idle_sleep")
         elif decision.action == "stop":
@@ -319,6 +340,8 @@ class Replica:
         self.metrics.transitions.labels(self.pool, to, reason).inc()
         log.info("%s: %s -> %s (%s)", self.name, event.from_state, to, reason)
         self.events.submit(event)
+        if self.on_change is not None:
+            self.on_change(self)
 
     async def _bring_up(self, reason: str) -> None:
         lc = self.config.lifecycle
@@ -340,7 +363,8 @@ class Replica:
                 self._generation += 1
                 self.base_url = await self.provisioner.start()
         except (StartFailed, OSError, TimeoutError) as exc:
-            await self._fail("start_failed", str(exc) or type(exc).__name__)
+            self.refused = isinstance(exc, PlacementRefused)
+            await self._fail("refused" if self.refused else "start_failed", str(exc) or type(exc).__name__)
             raise ServiceUnavailable(
                 f"pool {self.pool!r}: the backend failed to {kind}: {self.last_error}",
                 headers={"Retry-After": str(max(1, round(self._backoff())))},

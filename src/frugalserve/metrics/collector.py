@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
@@ -18,5 +19,6 @@ class ScrapeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         return self.families(collecting=True)
 
+    @abstractmethod
     def families(self, collecting: bool) -> Iterator[Metric]:
-        raise NotImplementedError
+        """The collector's families, filled in when ``collecting``."""

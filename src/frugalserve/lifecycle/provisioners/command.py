@@ -1,9 +1,7 @@
-"""Provisioners: the one interface through which a replica's backend is started, slept, woken and stopped.
-
-:class:`CommandProvisioner` runs ``backend.command`` as a child process in its own process group, its
-output appended to a per-replica log file, and gates readiness on ``backend.health_path``. Every exit
-path (stop, failed start, crash, gateway shutdown) kills the whole group; on Linux the child also gets
-SIGKILL if the gateway itself dies (PR_SET_PDEATHSIG). Tests use a fake with the same methods.
+"""A replica as a local process: :class:`CommandProvisioner` runs ``backend.command`` as a child process
+in its own process group, its output appended to a per-replica log file, and gates readiness on
+``backend.health_path``. Every exit path (stop, failed start, crash, gateway shutdown) kills the whole
+group; on Linux the child also gets SIGKILL if the gateway itself dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -14,73 +12,16 @@ import ctypes
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import IO, Protocol, TypeVar
+from typing import IO
 
 import aiohttp
 
 from frugalserve.clock import Clock
 from frugalserve.config import PoolConfig
-
-T = TypeVar("T")
-
-
-class StartFailed(Exception):
-    """The backend did not become healthy; the message says why and where its log is."""
-
-
-class Provisioner(Protocol):
-    # True once start() found (or was told) that the backend speaks vLLM's sleep API.
-    can_sleep: bool
-
-    async def start(self) -> str:
-        """Launch the backend and return its base URL once healthy; raise :class:`StartFailed`."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop the backend and everything it started; idempotent."""
-        ...
-
-    async def sleep(self, level: int) -> None: ...
-
-    async def wake(self) -> None: ...
-
-    async def healthy(self) -> bool: ...
-
-    async def wait_exit(self) -> int:
-        """Return the exit code once the backend exits (for whatever reason)."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def within(work: Awaitable[T], seconds: float, clock: Clock) -> T:
-    """Await ``work`` for at most ``seconds`` of ``clock`` time; TimeoutError after (work cancelled)."""
-    task = asyncio.ensure_future(work)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        timer.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    raise TimeoutError
+from frugalserve.lifecycle.provisioners import StartFailed, free_port, within
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
