@@ -157,7 +157,9 @@ async def cluster(ray_address: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
         await c.connect()
         deadline = asyncio.get_running_loop().time() + 30
         while (free := (await c.resources()).free("GPU")) < 4.0:
-            assert asyncio.get_running_loop().time() < deadline, f"the previous test's actors still hold GPUs ({free} of 4 free)"
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"the previous test's actors still hold GPUs ({free} of 4 free)"
+            )
             await asyncio.sleep(0.1)
         yield c
     finally:
