@@ -6,8 +6,10 @@ and a Python object per row would cost more memory and time than the simulation 
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 PRIORITIES = ("low", "normal", "high")  # as x-frugalserve-priority (frugalserve.routing.features.Priority)
 
@@ -16,13 +18,13 @@ PRIORITIES = ("low", "normal", "high")  # as x-frugalserve-priority (frugalserve
 class Trace:
     """Requests in arrival order. Row i is (t[i], models[model[i]], prompt_tokens[i], ...)."""
 
-    t: array[float]  # "d": arrival, epoch seconds, non-decreasing
-    model: array[int]  # "l": index into models
-    prompt_tokens: array[int]  # "l": text tokens of the prompt
-    image_tokens: array[int]  # "l": visual tokens of its images (Qwen3-VL's rule), or as recorded
-    output_tokens: array[int]  # "l"
-    priority: array[int]  # "b": index into PRIORITIES
-    key: array[int]  # "l": index into keys (0: "" when the trace names none)
+    t: npt.NDArray[np.float64]  # arrival, epoch seconds, non-decreasing
+    model: npt.NDArray[np.int32]  # index into models
+    prompt_tokens: npt.NDArray[np.int64]  # text tokens of the prompt
+    image_tokens: npt.NDArray[np.int64]  # visual tokens of its images (Qwen3-VL's rule), or as recorded
+    output_tokens: npt.NDArray[np.int64]
+    priority: npt.NDArray[np.int8]  # index into PRIORITIES
+    key: npt.NDArray[np.int32]  # index into keys (0: "" when the trace names none)
     models: tuple[str, ...]
     keys: tuple[str, ...] = ("",)
     source: str = ""  # one line for the report: the file, the generator and its seed, or the database window
@@ -32,8 +34,8 @@ class Trace:
 
     @property
     def start(self) -> float:
-        return self.t[0] if len(self.t) else 0.0
+        return float(self.t[0]) if len(self.t) else 0.0
 
     @property
     def end(self) -> float:
-        return self.t[-1] if len(self.t) else 0.0
+        return float(self.t[-1]) if len(self.t) else 0.0
