@@ -46,6 +46,11 @@ COMMANDS: dict[str, Command] = {
     "report": Command(
         "frugalserve.commands.report", "GPU cost, tokens and savings from the usage records", loads_config=True
     ),
+    "simulate": Command(
+        "frugalserve.commands.simulate",
+        "replay traffic through the gateway's policies on a virtual clock: cost and latency of each policy",
+        loads_config=True,
+    ),
     "gpus": Command(
         "frugalserve.commands.gpus", "the GPUs NVML sees and the pools on each (GPU telemetry)", loads_config=True
     ),
