@@ -112,8 +112,12 @@ class PoolScaler:
         self.recent: deque[ScaleEvent] = deque(maxlen=20)
         self._learnt_at: float | None = None
         self._task: asyncio.Task[None] | None = None
-        metrics.desired_replicas.labels(pool.name).set(0)
-        metrics.panic.labels(pool.name).set(0)
+        # the pool's own series, looked up once: a tick sets them every interval_s
+        self._desired = metrics.desired_replicas.labels(pool.name)
+        self._load = metrics.scale_load.labels(pool.name)
+        self._panic = metrics.panic.labels(pool.name)
+        self._desired.set(0)
+        self._panic.set(0)
 
     @staticmethod
     def wanted(pool: ManagedPool) -> bool:
@@ -167,9 +171,9 @@ class PoolScaler:
         decision = desired_replicas(inp, self.history, self.cfg)
         self.history = decision.history
         self.last = decision
-        self.metrics.desired_replicas.labels(self.pool.name).set(decision.desired)
-        self.metrics.scale_load.labels(self.pool.name).set(decision.load)
-        self.metrics.panic.labels(self.pool.name).set(int(decision.panic))
+        self._desired.set(decision.desired)
+        self._load.set(decision.load)
+        self._panic.set(int(decision.panic))
         if decision.entered_panic:
             self._event("panic", decision, decision.desired)
         if decision.left_panic:

@@ -29,6 +29,7 @@ and a replica's idle ladder is caught up lazily, each time something looks at it
 from __future__ import annotations
 
 import heapq
+from heapq import heappop, heappush
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -195,6 +196,10 @@ class SimPool:
         self.arrivals: dict[int, int] = {}  # bucket index -> requests (predictive prewarm learns from it)
         self.work_s = 0.0  # sum of request run times, for the mean duration predictive prewarm uses
         self.scaler: PoolScaler | None = None
+        self.served = 0  # into stats.served at the end (an attribute of the pool is quicker to bump)
+        self._per_prompt_token = 1.0 / perf.prefill_tps
+        self._per_output_token = 1.0 / perf.decode_tps
+        self._ready: list[SimReplica] = []
         self.tick_at: float | None = None  # the next autoscaler tick scheduled (None: none pending)
         self.ladder_min_zero = config.replicas.min == 0
         if not managed:
@@ -237,6 +242,7 @@ class SimPool:
         r = min(candidates, key=lambda x: (x.state == "ready", x.in_flight, -index[x.name]))
         now = self.sim.clock.now
         self.draining.add(r.name)
+        self._refresh_ready()
         if r.state == "starting":  # a start that is no longer wanted ends at once
             self.pending.discard(r.name)
             self._stop(r, now)
@@ -283,9 +289,9 @@ class SimPool:
     def arrive(self, row: int, t: float) -> None:
         self.stats.requests += 1
         self.advance(t)
-        r = self._pick()
-        if r is not None:
-            self._lease(r, row, t, t)
+        ready = self._ready
+        if ready:
+            self._lease(ready[0] if len(ready) == 1 else self._choose(ready), row, t, t)
             return
         self._expire_held(t)
         if len(self.held) >= self.lc.max_queue:
@@ -297,36 +303,43 @@ class SimPool:
             if target is not None:
                 self._bring_up(target, t)
 
+    def _refresh_ready(self) -> None:
+        """The replicas a request may be leased to now: ready and not being removed (kept, not recomputed
+        per request: it changes only with a state or a drain)."""
+        self._ready = [r for r in self.replicas if r.state == "ready" and r.name not in self.draining]
+
     def _pick(self) -> SimReplica | None:
-        ready = [r for r in self.replicas if r.state == "ready" and r.name not in self.draining]
+        ready = self._ready
         if not ready:
             return None
-        if len(ready) == 1:
-            return ready[0]
+        return ready[0] if len(ready) == 1 else self._choose(ready)
+
+    def _choose(self, ready: list[SimReplica]) -> SimReplica:
         name = choose_replica([ReplicaLoad(r.name, r.in_flight) for r in ready], None, self._ring)
         return next(r for r in ready if r.name == name)
 
     def _lease(self, r: SimReplica, row: int, arrival: float, dispatch: float) -> None:
         sim = self.sim
-        perf = self.perf
         prompt = sim.prompt[row]
         out = sim.output[row]
-        slot = heapq.heappop(r.slots)
+        slots = r.slots
+        slot = heappop(slots)
         begin = dispatch if dispatch > slot else slot
-        prefill = prompt / perf.prefill_tps
-        end = begin + prefill + out / perf.decode_tps
-        heapq.heappush(r.slots, end)
-        heapq.heappush(r.finishes, end)
+        prefill = prompt * self._per_prompt_token
+        end = begin + prefill + out * self._per_output_token
+        heappush(slots, end)
+        heappush(r.finishes, end)
         r.in_flight += 1
-        if dispatch >= r.busy_until:
+        busy_until = r.busy_until
+        if dispatch >= busy_until:
             r.busy_s += end - dispatch
-        elif end > r.busy_until:
-            r.busy_s += end - r.busy_until
-        if end > r.busy_until:
+            r.busy_until = end
+        elif end > busy_until:
+            r.busy_s += end - busy_until
             r.busy_until = end
         if r.prewarmed is not None:
             self._prewarm_outcome(r, "used", dispatch)
-        self.stats.served += 1
+        self.served += 1
         self.work_s += end - dispatch
         sim.ttft.append(begin + prefill - arrival)
         sim.latency.append(end - arrival)
@@ -407,6 +420,7 @@ class SimPool:
         r.since = t
         r.changed_at = t
         r.next_check = _UNKNOWN
+        self._refresh_ready()
         self.sim.on_change(self)
 
     def _cold_replica(self) -> SimReplica | None:
@@ -614,7 +628,7 @@ class Simulation:
         since, until = learning_window(t, cfg)
         lo, hi = math.floor(since / cfg.bucket_s), math.floor(until / cfg.bucket_s)
         counts = {b: n for b, n in pool.arrivals.items() if lo <= b < hi}
-        served = pool.stats.served
+        served = pool.served
         mean = pool.work_s / served if served else 0.0
         first = self.start if pool.arrivals else None
         scaler.profile = learn_profile(counts, mean, first, t, pool.lc.timezone, cfg)
@@ -743,6 +757,7 @@ class Simulation:
             usd_per_s = perf.usd_per_hour / 3600
             s.billed_s = sum(r.billed_s for r in pool.replicas)
             s.busy_s = sum(r.busy_s for r in pool.replicas)
+            s.served = pool.served
             s.cold_start_s = sum(r.cold_s for r in pool.replicas)
             if not pool.managed and perf.billing != "reserved":
                 s.billed_s = s.busy_s  # a url backend on demand is billed only while it serves (accounting)
