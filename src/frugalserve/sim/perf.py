@@ -364,7 +364,7 @@ def _calibrate_pool(conn: Connection, pool: PoolConfig, since: float | None, unt
         "prefill_tps": "no streamed answer with a first token and no cold-start wait",
         "decode_tps": f"no streamed answer of {MIN_DECODE_TOKENS} or more tokens",
         "start_s": "no start (from stopped or failed) reached ready",
-        wake_field: f"no wake from sleep (counted as level {level}, the pool's lifecycle.sleep_level)",
+        wake_field: f"no wake from sleep; wakes count at level {level}, the pool's lifecycle.sleep_level",
         "sleep_s": "no ready -> stopping -> sleeping",
     }
     values: dict[str, float] = {}
