@@ -52,7 +52,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--database", metavar="URL", help="--from-db / --calibrate: database URL (default: gateway.database)"
     )
     p.add_argument("--since", metavar="WHEN", help="--from-db / --calibrate: start (as `frugalserve report`)")
-    p.add_argument("--until", metavar="WHEN", help="--from-db / --calibrate: end (default: now)")
+    p.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="--from-db / --calibrate: end of the window (default: now); with a trace, keep simulating until then"
+        " (e.g. to see the last stops after the last request)",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write the result here instead of standard output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -144,6 +149,7 @@ def _run(args: argparse.Namespace, config: Any) -> int:
         cals = perf_mod.calibrate(url, config.pools, since, until)
         _emit(args, perf_mod.calibration_yaml(cals))
         return 0
+    until = _window(args)[1] if args.until else None
     if args.trace:
         tr = trace.read_trace(args.trace)
     elif args.synthetic:
@@ -169,7 +175,7 @@ def _run(args: argparse.Namespace, config: Any) -> int:
             overrides = {**perf_file.get(pool.name, {}), **policy.perf_overrides.get(pool.name, {})}
             perf[pool.name] = perf_mod.perf_for(pool, overrides, f"pools.{pool.name}.perf")
         sim = Simulation(policy.config, perf, tr, progress=progress)
-        sim.run()
+        sim.run(until)
         results.append(report.summarize(sim, policy, objective))
     if args.plot:
         report.plot(results, args.plot, objective)

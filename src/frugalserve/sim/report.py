@@ -106,6 +106,9 @@ class PolicyResult:
     p50_ttft_s: float
     p95_ttft_s: float
     p99_ttft_s: float
+    waited_requests: int  # held while a replica started or woke
+    mean_cold_wait_s: float  # over the requests that waited
+    p95_cold_wait_s: float  # over the requests that waited
     objective: str | None
     objective_value_s: float | None  # the objective's percentile over every request (refused = never)
     meets_objective: bool | None
@@ -149,6 +152,8 @@ def summarize(sim: Simulation, policy: Policy, objective: Objective | None) -> P
     for reason, n in sim.unrouted.items():
         key = reason if reason.startswith("auto:") else "model_not_found"
         refused_by[key] = refused_by.get(key, 0) + n
+    waits = np.asarray(sim.cold_wait, dtype=np.float64)
+    waits = waits[waits > 0]
     ttft = np.asarray(sim.ttft, dtype=np.float64)
     latency = np.asarray(sim.latency, dtype=np.float64)
     served = len(ttft)
@@ -196,6 +201,9 @@ def summarize(sim: Simulation, policy: Policy, objective: Objective | None) -> P
         p50_ttft_s=pct(ttft, 0.5),
         p95_ttft_s=pct(ttft, 0.95),
         p99_ttft_s=pct(ttft, 0.99),
+        waited_requests=len(waits),
+        mean_cold_wait_s=float(waits.mean()) if len(waits) else 0.0,
+        p95_cold_wait_s=pct(waits, 0.95),
         objective=str(objective) if objective is not None else None,
         objective_value_s=value,
         meets_objective=meets,
