@@ -8,6 +8,7 @@ import gzip
 import math
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -331,6 +332,18 @@ def test_several_models_weekend_factor_and_a_spec_without_preset() -> None:
         tr.source
         == "synthetic requests_per_day=2000,days=14,model=big|small,model_weights=0.8|0.2,weekend_factor=0.5,seed=3"
     )
+
+
+def test_active_hours_follow_the_local_clock_across_a_dst_switch() -> None:
+    tr = synthetic("requests_per_day=3000,timezone=Europe/Paris,start=2026-03-28,days=3,hours=1-4")
+    local = local_times(tr, "Europe/Paris")
+    assert all(1 <= d.hour < 4 for d in local)
+    per_day = Counter(d.date().isoformat() for d in local)
+    # 2026-03-29 02:00 CET becomes 03:00 CEST: that day has 2 of the 3 active clock hours
+    expected = {"2026-03-28": 3000, "2026-03-29": 2000, "2026-03-30": 3000}
+    assert set(per_day) == set(expected)
+    for day, n in expected.items():
+        assert abs(per_day[day] - n) < 4 * math.sqrt(n), (day, per_day[day])
 
 
 def test_presets_parse_to_what_they_promise() -> None:

@@ -241,11 +241,13 @@ class _Table:
             raise _FieldError(f"priority must be low, normal or high, got {value!r}")
         return found
 
-    def add(self, cols: Sequence[Sequence[object] | None], *, text: bool) -> None:
-        """One chunk: the columns REQUIRED + OPTIONAL (None: an optional column the file lacks), as text
+    def add(
+        self, required: Sequence[Sequence[object]], optional: Sequence[Sequence[object] | None], *, text: bool
+    ) -> None:
+        """One chunk: the columns REQUIRED and OPTIONAL (None: an optional column the file lacks), as text
         (a CSV) or JSON values. Raises :class:`_RowError` with the row counted over the whole file."""
-        ts, model, prompt, output, images, priority, key = cols
-        assert ts is not None and model is not None and prompt is not None and output is not None
+        ts, model, prompt, output = required
+        images, priority, key = optional
         n = len(ts)
         try:
             t = self.times(ts, text=text)
@@ -430,7 +432,8 @@ def _read_csv(text: Iterable[str], name: str, table: _Table) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise TraceError(f"{name}:1", f"missing column {missing[0]!r} (the header has {', '.join(columns)})")
-    at = [columns.index(c) if c in columns else -1 for c in REQUIRED + OPTIONAL]
+    at = [columns.index(c) for c in REQUIRED]
+    at_optional = [columns.index(c) if c in columns else -1 for c in OPTIONAL]
     width = len(columns)
     pad = [""] * width
     rows: list[list[str]] = []
@@ -438,7 +441,11 @@ def _read_csv(text: Iterable[str], name: str, table: _Table) -> None:
     def flush() -> None:
         if min(map(len, rows)) < width:
             rows[:] = [r if len(r) >= width else r + pad[len(r) :] for r in rows]
-        table.add([[r[i] for r in rows] if i >= 0 else None for i in at], text=True)
+        table.add(
+            [[r[i] for r in rows] for i in at],
+            [[r[i] for r in rows] if i >= 0 else None for i in at_optional],
+            text=True,
+        )
         rows.clear()
 
     while True:
@@ -456,10 +463,11 @@ def _read_jsonl(raw: Iterable[bytes], name: str, table: _Table) -> None:
     loads = orjson.loads
 
     def flush() -> None:
-        cols: list[Sequence[object] | None] = [[o.get(f, _MISSING) for o in objs] for f in REQUIRED]
-        for f in OPTIONAL:
-            cols.append([o.get(f) for o in objs] if any(f in o for o in objs) else None)
-        table.add(cols, text=False)
+        table.add(
+            [[o.get(f, _MISSING) for o in objs] for f in REQUIRED],
+            [[o.get(f) for o in objs] if any(f in o for o in objs) else None for f in OPTIONAL],
+            text=False,
+        )
         objs.clear()
 
     for n, line in _jsonl_lines(raw):
