@@ -82,7 +82,7 @@ def test_simulation_calibrated_from_a_live_run_makes_the_same_starts_stops_and_w
     trace = tmp_path / "trace.csv"
     trace.write_text("timestamp,model,prompt_tokens,output_tokens\n" + "".join(f"{t},m,10,8\n" for t in arrivals))
     perf = tmp_path / "perf.yaml"
-    perf.write_text(procs.cli(tmp_path, "simulate", "--config", str(cfg_file), "--calibrate", "--since", "1h ago"))
+    perf.write_text(procs.cli(tmp_path, "simulate", "--config", str(cfg_file), "--calibrate", "--since", "1h"))
     assert "start_s:" in perf.read_text()
     out = procs.cli(
         tmp_path,
