@@ -96,6 +96,8 @@ def test_equal_costs_keep_the_longer_threshold() -> None:
     # gaps 5, 20, 25, 200 (K = 20): θ = 0: 80; θ = 5: 5 + 3 x 25 = 80 (tie: the longer, fewer cold starts);
     # θ = 20: 25 + 2 x 40 = 105; θ = 25: 50 + 45 = 95; never: 250
     assert decide([5, 20, 25, 200], costs()).stop_s == 5
+    choice = cheapest_threshold([5, 20, 25, 200], 0.0, 1.0, 20.0)
+    assert (choice.threshold, choice.unconstrained, choice.constrained) == (5, 5, False)
 
 
 def test_an_objective_that_a_start_breaks_caps_cold_starts_at_5_percent() -> None:
@@ -235,32 +237,42 @@ def test_idle_auto_settings_are_checked_and_errors_name_the_key() -> None:
 # -- live: a ManagedPool tunes its own ladder --------------------------------------------------------------
 
 
-async def test_a_live_pool_stops_its_replica_at_the_tuned_threshold_not_the_configured_one() -> None:
-    # $3.6/h = $0.001/s, a 5 s start, waiting worth nothing: K = 5 x 0.001 = $0.005. min_warm_s 20 is the floor.
-    # Three idle periods of 100 s: θ = 20: 3 x (0.02 + 0.005) = $0.075 <- cheapest; never: 3 x 0.1 = $0.3.
+async def _auto_pool(clock: ManualClock, prov: FakeProvisioner, refresh_s: float) -> ManagedPool:
+    """$3.6/h, idle: auto with 3 samples, configured ladder: stop after 1800 s; started, not yet used."""
     text = (
         "pools: [{name: p, model: m, backend: {command: 'x {port}'}, gpu: {usd_per_hour: 3.6}, "
         "lifecycle: {idle: auto, idle_sleep_s: null, idle_stop_s: 1800, min_warm_s: 20, "
-        "idle_auto: {min_samples: 3, refresh_s: 1}, predictive_prewarm: {usd_per_waiting_s: 0}}}]"
+        f"idle_auto: {{min_samples: 3, refresh_s: {refresh_s}}}, predictive_prewarm: {{usd_per_waiting_s: 0}}}}}}]"
     )
-    clock = ManualClock(1_700_000_000.0)
-    prov = FakeProvisioner(clock, start_s=5.0)
     pool = ManagedPool(
         cfg.load_text(text).pools[0], lambda _n: prov, clock, RecentEvents(), LifecycleMetrics(CollectorRegistry())
     )
     await pool.start()
+    return pool
+
+
+async def _three_idle_periods_of_100_s(pool: ManagedPool, clock: ManualClock) -> None:
+    first = await _acquire_while(pool, clock, 6.0)  # the cold start (5 s) is not an idle period
+    first.release()
+    for _ in range(3):
+        await advance(clock, 100.0, step=5.0)
+        lease = await pool.acquire()
+        assert lease.waited_s == 0.0  # the configured 1800 s kept it up through each 100 s gap
+        lease.release()
+    assert pool.idle_tuner is not None and pool.idle_tuner.gaps == pytest.approx([100.0, 100.0, 100.0])
+
+
+async def test_a_live_pool_stops_its_replica_at_the_tuned_threshold_not_the_configured_one() -> None:
+    # $3.6/h = $0.001/s, a 5 s start, waiting worth nothing: K = 5 x 0.001 = $0.005. min_warm_s 20 is the floor.
+    # Three idle periods of 100 s: θ = 20: 3 x (0.02 + 0.005) = $0.075 <- cheapest; never: 3 x 0.1 = $0.3.
+    clock = ManualClock(1_700_000_000.0)
+    prov = FakeProvisioner(clock, start_s=5.0)
+    pool = await _auto_pool(clock, prov, refresh_s=1)
     try:
-        first = await _acquire_while(pool, clock, 6.0)  # the cold start (5 s) is not an idle period
-        first.release()
         idle = pool.describe()["idle"]
         assert (idle["mode"], idle["stop_s"], idle["samples"]) == ("auto", 1800, 0)
         assert idle["reason"].endswith("0 idle periods measured, 3 needed")
-        for _ in range(3):
-            await advance(clock, 100.0, step=5.0)
-            lease = await pool.acquire()
-            assert lease.waited_s == 0.0  # the configured 1800 s kept it up through each 100 s gap
-            lease.release()
-        assert pool.idle_tuner is not None and pool.idle_tuner.gaps == pytest.approx([100.0, 100.0, 100.0])
+        await _three_idle_periods_of_100_s(pool, clock)  # the last release at t = 306
         await advance(clock, 19.0, step=0.5)
         assert pool.replica.state == "ready"
         await advance(clock, 2.0, step=0.5)
@@ -274,6 +286,29 @@ async def test_a_live_pool_stops_its_replica_at_the_tuned_threshold_not_the_conf
         nxt = await _acquire_while(pool, clock, 6.0)
         nxt.release()
         assert pool.idle_tuner.gaps[-1] == pytest.approx(100.0, abs=0.6)
+    finally:
+        await pool.stop()
+
+
+async def test_new_samples_are_decided_on_once_refresh_s_allows_and_the_idle_replica_re_arms() -> None:
+    # refresh_s 150: the replica's ladder asks at each release and health probe (every 10 s), so the last
+    # decision before the third sample (t = 306) came at most 150 s earlier, with 2 samples: the configured
+    # ladder. When refresh_s allows again, the pool decides (stop after 20 s, already past) and re-arms the
+    # idle replica, instead of waiting for the 1800 s timer it was armed with.
+    clock = ManualClock(1_700_000_000.0)
+    prov = FakeProvisioner(clock, start_s=5.0)
+    pool = await _auto_pool(clock, prov, refresh_s=150)
+    try:
+        await _three_idle_periods_of_100_s(pool, clock)
+        tuner = pool.idle_tuner
+        assert tuner is not None and tuner.pending == 1
+        due = tuner.due_at()
+        assert due is not None and clock.monotonic() + 20 < due <= clock.monotonic() + 150
+        assert pool.describe_idle()["stop_s"] == 1800
+        await advance(clock, due - 1 - clock.monotonic(), step=0.5)
+        assert pool.replica.state == "ready"
+        await advance(clock, 2.0, step=0.5)
+        assert pool.replica.state == "stopped" and pool.describe_idle()["stop_s"] == 20
     finally:
         await pool.stop()
 

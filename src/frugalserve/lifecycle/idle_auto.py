@@ -213,9 +213,15 @@ class IdleTuner:
         self._gaps: deque[float] = deque(maxlen=cfg.max_samples)
         self._current: IdleThresholds | None = None
         self.decided_at: float | None = None  # the caller's time of the last decision
+        self.pending = 0  # gaps recorded since the last decision
 
     def record_gap(self, seconds: float) -> None:
         self._gaps.append(max(0.0, seconds))
+        self.pending += 1
+
+    def due_at(self) -> float | None:
+        """When :meth:`decide` will choose afresh (None: at its first call)."""
+        return None if self.decided_at is None else self.decided_at + self.cfg.refresh_s
 
     @property
     def gaps(self) -> tuple[float, ...]:
@@ -230,4 +236,5 @@ class IdleTuner:
         if self._current is None or self.decided_at is None or now - self.decided_at >= self.cfg.refresh_s:
             self._current = auto_thresholds(self._gaps, costs, self.fallback, self.cfg.min_samples)
             self.decided_at = now
+            self.pending = 0
         return self._current

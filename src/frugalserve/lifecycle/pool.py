@@ -115,6 +115,7 @@ class ManagedPool:
         self.idle_tuner = IdleTuner(lc.idle_auto, (lc.idle_sleep_s, lc.idle_stop_s)) if lc.idle == "auto" else None
         self._idle_since: float | None = None  # when the pool last went idle; None: busy, or not yet used
         self._idle_cfg = lc  # the lifecycle config with the thresholds in force
+        self._idle_refresh: asyncio.Task[None] | None = None
         self._slot()  # replica 0 exists from the start, stopped, as a pool's first replica always did
         metrics.queued.labels(self.name).set_function(lambda: self.waiting)
 
@@ -334,6 +335,26 @@ class ManagedPool:
         removes the extra ones; the ladder acts on the last)."""
         if self.waiting == 0 and self._idle_since is None and all(r.in_flight == 0 for r in self.replicas):
             self._idle_since = self.clock.monotonic()
+            self._refresh_idle_later()
+
+    def _refresh_idle_later(self) -> None:
+        """Idle with samples the thresholds have not seen yet: decide again once ``refresh_s`` allows, not only
+        when the (old) ladder's timer next fires, which may be ``idle_stop_s`` away."""
+        tuner = self.idle_tuner
+        if tuner is None or not tuner.pending or not self._started:
+            return
+        if self._idle_refresh is not None and not self._idle_refresh.done():
+            return
+        due = tuner.due_at()
+
+        async def refresh() -> None:
+            if due is not None:
+                await self.clock.sleep(due - self.clock.monotonic())
+            self.idle_config(self.clock.monotonic())
+
+        self._idle_refresh = task = asyncio.get_running_loop().create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def idle_costs(self) -> IdleCosts:
         """What idling and a cold start cost this pool now: measured start and wake, price, objective, device."""
