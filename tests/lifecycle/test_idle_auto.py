@@ -3,6 +3,7 @@ tables worked out by hand and against a brute-force oracle, then live through a 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from frugalserve import config as cfg
 from frugalserve.clock import ManualClock
+from frugalserve.errors import ServiceUnavailable
 from frugalserve.events import RecentEvents
 from frugalserve.lifecycle.config import IdleAutoConfig
 from frugalserve.lifecycle.idle_auto import IdleCosts, IdleTuner, auto_thresholds, cheapest_threshold
@@ -90,6 +92,19 @@ def test_stop_at_once_when_every_gap_is_long() -> None:
     assert decide([1000, 2000, 5000], costs()).stop_s == 0
     # with min_warm_s 30 the floor is 30: 3 x (30 + 20) = 150, still far below the rest
     assert decide([1000, 2000, 5000], costs(min_warm_s=30)).stop_s == 30
+
+
+def test_the_worked_example_of_docs_lifecycle_md() -> None:
+    # $0.78/h, a 45 s start, $0.01 per waiting second: a start costs 45 x (0.78/3600 + 0.01) = $0.45975.
+    # eight periods of 60 s, one of 1200, one of 7200: θ = 0: $4.5975; θ = 60: $1.0495 <-; θ = 1200: $1.08375;
+    # never: $1.924. With a 2 s objective at most floor(0.5) = 0 may end in a start: never.
+    gaps = [60.0] * 8 + [1200.0, 7200.0]
+    t = decide(gaps, costs(0.78 / 3600, 45.0, 0.01))
+    assert t.stop_s == 60
+    assert t.reason.startswith(
+        "stop after 60 s: $0.105 per idle period (2 of 10 would end in a 45 s start), never: $0.1924; idle $0.78/h"
+    )
+    assert decide(gaps, costs(0.78 / 3600, 45.0, 0.01, objective_s=2.0)).stop_s is None
 
 
 def test_equal_costs_keep_the_longer_threshold() -> None:
@@ -237,11 +252,14 @@ def test_idle_auto_settings_are_checked_and_errors_name_the_key() -> None:
 # -- live: a ManagedPool tunes its own ladder --------------------------------------------------------------
 
 
-async def _auto_pool(clock: ManualClock, prov: FakeProvisioner, refresh_s: float) -> ManagedPool:
+async def _auto_pool(
+    clock: ManualClock, prov: FakeProvisioner, refresh_s: float, health_interval_s: float = 10
+) -> ManagedPool:
     """$3.6/h, idle: auto with 3 samples, configured ladder: stop after 1800 s; started, not yet used."""
     text = (
         "pools: [{name: p, model: m, backend: {command: 'x {port}'}, gpu: {usd_per_hour: 3.6}, "
         "lifecycle: {idle: auto, idle_sleep_s: null, idle_stop_s: 1800, min_warm_s: 20, "
+        f"health_interval_s: {health_interval_s}, "
         f"idle_auto: {{min_samples: 3, refresh_s: {refresh_s}}}, predictive_prewarm: {{usd_per_waiting_s: 0}}}}}}]"
     )
     pool = ManagedPool(
@@ -291,24 +309,46 @@ async def test_a_live_pool_stops_its_replica_at_the_tuned_threshold_not_the_conf
 
 
 async def test_new_samples_are_decided_on_once_refresh_s_allows_and_the_idle_replica_re_arms() -> None:
-    # refresh_s 150: the replica's ladder asks at each release and health probe (every 10 s), so the last
-    # decision before the third sample (t = 306) came at most 150 s earlier, with 2 samples: the configured
-    # ladder. When refresh_s allows again, the pool decides (stop after 20 s, already past) and re-arms the
-    # idle replica, instead of waiting for the 1800 s timer it was armed with.
+    # refresh_s 150, and health probes too rare to ask the ladder in between (as for a sleeping replica).
+    # Decisions: t = 0 (the owner's first timer, 0 samples); the pool, idle with a sample not yet decided on,
+    # decides again when refresh_s allows: 150 (1 sample), 300 (2: the configured ladder still); the third
+    # sample comes at 306. At 450 the pool decides (stop after 20 s, long past) and re-arms the idle replica,
+    # instead of leaving it on the 1800 s timer it was armed with.
     clock = ManualClock(1_700_000_000.0)
     prov = FakeProvisioner(clock, start_s=5.0)
-    pool = await _auto_pool(clock, prov, refresh_s=150)
+    pool = await _auto_pool(clock, prov, refresh_s=150, health_interval_s=1000)
     try:
         await _three_idle_periods_of_100_s(pool, clock)
         tuner = pool.idle_tuner
         assert tuner is not None and tuner.pending == 1
         due = tuner.due_at()
-        assert due is not None and clock.monotonic() + 20 < due <= clock.monotonic() + 150
+        assert due == pytest.approx(450.0)
         assert pool.describe_idle()["stop_s"] == 1800
         await advance(clock, due - 1 - clock.monotonic(), step=0.5)
         assert pool.replica.state == "ready"
         await advance(clock, 2.0, step=0.5)
         assert pool.replica.state == "stopped" and pool.describe_idle()["stop_s"] == 20
+    finally:
+        await pool.stop()
+
+
+async def test_a_request_that_gives_up_waiting_leaves_the_pool_idle_from_then() -> None:
+    text = (
+        "pools: [{name: p, model: m, backend: {command: 'x {port}'}, "
+        "lifecycle: {idle: auto, max_wait_s: 1, idle_auto: {min_samples: 3}}}]"
+    )
+    clock = ManualClock(1_700_000_000.0)
+    prov = FakeProvisioner(clock, start_s=5.0)
+    pool = ManagedPool(
+        cfg.load_text(text).pools[0], lambda _n: prov, clock, RecentEvents(), LifecycleMetrics(CollectorRegistry())
+    )
+    await pool.start()
+    try:
+        with pytest.raises(ServiceUnavailable):
+            await _acquire_while(pool, clock, 2.0)  # 503 at t = 1; the start goes on, ready at 5
+        await advance(clock, 48.0, step=1.0)
+        (await pool.acquire()).release()  # t = 50: an idle period from the 503 at t = 1
+        assert pool.idle_tuner is not None and pool.idle_tuner.gaps == pytest.approx([49.0], abs=0.3)
     finally:
         await pool.stop()
 
@@ -335,8 +375,6 @@ async def test_a_manual_pool_describes_its_configured_ladder() -> None:
 
 
 async def _acquire_while(pool: ManagedPool, clock: ManualClock, seconds: float):  # type: ignore[no-untyped-def]
-    import asyncio
-
     pending = asyncio.ensure_future(pool.acquire())
     await settle()
     await advance(clock, seconds)
