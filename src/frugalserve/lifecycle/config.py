@@ -14,6 +14,10 @@ from frugalserve.config_errors import ConfigError
 @dataclass(frozen=True)
 class LifecycleConfig:
     # The idle ladder. null disables a step. Idle = no request in flight and none ended for this long.
+    # manual: the two thresholds below, as given. auto: the gateway chooses them from the idle periods it
+    # measures (frugalserve.lifecycle.idle_auto); the two below apply until it has idle_auto.min_samples.
+    idle: Literal["manual", "auto"] = "manual"
+    idle_auto: IdleAutoConfig = field(default_factory=lambda: IdleAutoConfig())
     idle_sleep_s: float | None = 300.0  # → sleep (vLLM sleep API), or stop when the backend cannot sleep
     idle_stop_s: float | None = 1800.0  # → stop the process (frees CPU memory too)
     min_warm_s: float = 0.0  # after each start or wake, stay up at least this long (e.g. 600 when starts cost minutes)
@@ -56,6 +60,24 @@ class LifecycleConfig:
                 check_schedule(expr)
             except CronError as exc:
                 raise ConfigError(f"{path}.prewarm[{i}]", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class IdleAutoConfig:
+    """How ``idle: auto`` learns the idle ladder's thresholds (frugalserve.lifecycle.idle_auto). The price
+    of a user's waiting second is ``predictive_prewarm.usd_per_waiting_s`` (one value for both rules)."""
+
+    min_samples: int = 30  # idle periods measured before the tuned thresholds replace the configured ones
+    max_samples: int = 2000  # the most recent idle periods the thresholds are chosen from
+    refresh_s: float = 60.0  # choose again at most this often
+
+    def validate(self, path: str) -> None:
+        if self.min_samples < 1:
+            raise ConfigError(f"{path}.min_samples", "must be >= 1")
+        if self.max_samples < self.min_samples:
+            raise ConfigError(f"{path}.max_samples", f"must be >= min_samples ({self.min_samples})")
+        if self.refresh_s <= 0:
+            raise ConfigError(f"{path}.refresh_s", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Collection
@@ -27,8 +28,10 @@ from frugalserve.clock import Clock
 from frugalserve.config import Config, PoolConfig
 from frugalserve.errors import APIError, ServiceUnavailable
 from frugalserve.events import EventSink, ScaleEvent
+from frugalserve.lifecycle.config import LifecycleConfig
 from frugalserve.lifecycle.cron import next_prewarm
 from frugalserve.lifecycle.devices import Device
+from frugalserve.lifecycle.idle_auto import IdleCosts, IdleTuner
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.policy import prewarm_due, restart_delay, start_eta
 from frugalserve.lifecycle.provisioners import Provisioner, within
@@ -50,9 +53,10 @@ _COLD_ORDER = {"sleeping": 0, "stopped": 1, "failed": 2}
 
 
 class _ManagedLease:
-    __slots__ = ("_replica", "target", "waited_s")
+    __slots__ = ("_pool", "_replica", "target", "waited_s")
 
     def __init__(self, pool: ManagedPool, replica: Replica, target: Target, waited_s: float) -> None:
+        self._pool = pool
         self._replica: Replica | None = replica
         self.target = target
         self.waited_s = waited_s
@@ -64,6 +68,7 @@ class _ManagedLease:
         if self._replica is not None:
             self._replica.release()
             self._replica = None
+            self._pool.maybe_idle()
 
 
 class ManagedPool:
@@ -78,6 +83,7 @@ class ManagedPool:
         metrics: LifecycleMetrics,
         device: Device | None = None,
         affinity: AffinityConfig | None = None,
+        objective_s: float | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -102,6 +108,14 @@ class ManagedPool:
         self._started = False
         self._prewarm_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # lifecycle.idle: auto (frugalserve.lifecycle.idle_auto): the idle periods of the pool, measured from
+        # the moment nothing is in flight or held to the next request's arrival, tune the idle ladder.
+        lc = config.lifecycle
+        self.objective_s = objective_s  # the tier's TTFT objective: a cold start past it should stay rare
+        self.idle_tuner = IdleTuner(lc.idle_auto, (lc.idle_sleep_s, lc.idle_stop_s)) if lc.idle == "auto" else None
+        self._idle_since: float | None = None  # when the pool last went idle; None: busy, or not yet used
+        self._idle_cfg = lc  # the lifecycle config with the thresholds in force
+        self._idle_refresh: asyncio.Task[None] | None = None
         self._slot()  # replica 0 exists from the start, stopped, as a pool's first replica always did
         metrics.queued.labels(self.name).set_function(lambda: self.waiting)
 
@@ -116,6 +130,7 @@ class ManagedPool:
         return any(self._takes_requests(r) for r in self.replicas)
 
     async def acquire(self, affinity: str | None = None, exclude: Collection[str] = ()) -> Lease:
+        self._arrived()
         r = self._pick(affinity, exclude)
         if r is not None:
             return _ManagedLease(self, r, self._target(r), 0.0)
@@ -143,6 +158,8 @@ class ManagedPool:
             raise
         finally:
             self.waiting -= 1
+            if r is None:  # refused, timed out or given up: the pool may be idle again from now
+                self.maybe_idle()
         return _ManagedLease(self, r, self._target(r), self.clock.monotonic() - t0)
 
     def replicas_besides(self, names: Collection[str]) -> int:
@@ -273,6 +290,7 @@ class ManagedPool:
             "replicas_max": self.config.replicas.max,
             "prewarms": dict(self.prewarms),
             "autoscale": self.scaler.describe() if self.scaler is not None else None,
+            "idle": self.describe_idle(),
             "replicas": [{**r.describe(), "removing": r.name in self.draining} for r in self.replicas],
         }
 
@@ -301,6 +319,100 @@ class ManagedPool:
             telemetry=telemetry,
         )
 
+    # -- lifecycle.idle: auto ----------------------------------------------------------------------
+
+    def _arrived(self) -> None:
+        """A request arrived: the idle period it ends (if the pool was idle) is one more sample."""
+        since, self._idle_since = self._idle_since, None
+        if since is not None and self.idle_tuner is not None:
+            self.idle_tuner.record_gap(self.clock.monotonic() - since)
+
+    def maybe_idle(self) -> None:
+        """A request left (finished or gave up): with nothing in flight and nothing held, an idle period begins.
+
+        Measured for the pool, not per replica: a cold start follows only when no replica is ready, so what
+        the ladder's last step risks is the pool's idle period (with several replicas up, the autoscaler
+        removes the extra ones; the ladder acts on the last)."""
+        if self.waiting == 0 and self._idle_since is None and all(r.in_flight == 0 for r in self.replicas):
+            self._idle_since = self.clock.monotonic()
+            self._refresh_idle_later()
+
+    def _refresh_idle_later(self) -> None:
+        """Idle with samples the thresholds have not seen yet: decide again once ``refresh_s`` allows, not only
+        when the (old) ladder's timer next fires, which may be ``idle_stop_s`` away."""
+        tuner = self.idle_tuner
+        if tuner is None or not tuner.pending or not self._started:
+            return
+        if self._idle_refresh is not None and not self._idle_refresh.done():
+            return
+        due = tuner.due_at()
+
+        async def refresh() -> None:
+            if due is not None:
+                await self.clock.sleep(due - self.clock.monotonic())
+            self.idle_config(self.clock.monotonic())
+
+        self._idle_refresh = task = asyncio.get_running_loop().create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def idle_costs(self) -> IdleCosts:
+        """What idling and a cold start cost this pool now: measured start and wake, price, objective, device."""
+        lc, gpu = self.config.lifecycle, self.config.gpu
+        usd_per_s = gpu.usd_per_hour * gpu.count / 3600 if gpu.billing == "on_demand" else 0.0
+        device = self.device
+        shares = device is not None and any(r.pool != self.name for r in device.replicas)
+        share = min(1.0, gpu.memory_gb / device.memory_gb) if device is not None and device.memory_gb > 0 else 1.0
+        return IdleCosts(
+            usd_per_s=usd_per_s,
+            start_s=self._start_s(),
+            wake_s=self._wake_s(),
+            can_sleep=any(r.provisioner.can_sleep for r in self.replicas),
+            min_warm_s=lc.min_warm_s,
+            usd_per_wait_s=lc.predictive_prewarm.usd_per_waiting_s,
+            objective_s=self.objective_s,
+            shares_device=shares,
+            device_share=share,
+        )
+
+    def idle_config(self, now: float) -> LifecycleConfig:
+        """The lifecycle config whose idle thresholds are in force at ``now`` (each replica's ladder reads it).
+        With ``idle: auto`` the tuner re-decides at most every ``refresh_s``; a change re-arms every replica."""
+        tuner = self.idle_tuner
+        if tuner is None:
+            return self.config.lifecycle
+        t = tuner.decide(now, self.idle_costs())
+        if (t.sleep_s, t.stop_s) != (self._idle_cfg.idle_sleep_s, self._idle_cfg.idle_stop_s):
+            log.info("pool %s: idle thresholds now sleep %s, stop %s: %s", self.name, t.sleep_s, t.stop_s, t.reason)
+            self._idle_cfg = dataclasses.replace(self.config.lifecycle, idle_sleep_s=t.sleep_s, idle_stop_s=t.stop_s)
+            for r in self.replicas:
+                r.rearm()
+        return self._idle_cfg
+
+    def describe_idle(self) -> dict[str, Any]:
+        lc = self.config.lifecycle
+        if self.idle_tuner is None:
+            return {
+                "mode": "manual",
+                "sleep_s": lc.idle_sleep_s,
+                "stop_s": lc.idle_stop_s,
+                "reason": "configured (lifecycle.idle: manual)",
+                "samples": None,
+                "decided_at": None,
+            }
+        now = self.clock.monotonic()
+        self.idle_config(now)
+        t, at = self.idle_tuner.current, self.idle_tuner.decided_at
+        assert t is not None and at is not None
+        return {
+            "mode": "auto",
+            "sleep_s": None if t.sleep_s is None else round(t.sleep_s, 3),
+            "stop_s": None if t.stop_s is None else round(t.stop_s, 3),
+            "reason": t.reason,
+            "samples": t.samples,
+            "decided_at": round(self.clock.wall() - (now - at), 3),  # wall time
+        }
+
     # -- internals ---------------------------------------------------------------------------------
 
     def _takes_requests(self, r: Replica) -> bool:
@@ -318,6 +430,8 @@ class ManagedPool:
         r = Replica(self.config, name, self._provisioners(name), self.clock, self.events, self.metrics, self.device)
         r.on_change = self._on_change
         r.idle_ladder = self._ladder_applies()
+        if self.idle_tuner is not None:
+            r.idle_config = self.idle_config
         if self.device is not None:
             self.device.replicas.append(r)
         self.replicas.append(r)
@@ -524,7 +638,8 @@ def build_pools(
             continue
         device = devices.get(p.gpu.device) if p.gpu.device else None
         factory = provisioner_factory(p, clock, ray)
-        pool = ManagedPool(p, factory, clock, events, metrics, device, config.routing.affinity)
+        objective_s = config.routing.objective(p.tier).slo_ms / 1000.0 if p.tier is not None else None
+        pool = ManagedPool(p, factory, clock, events, metrics, device, config.routing.affinity, objective_s)
         if PoolScaler.wanted(pool):
             pool.scaler = PoolScaler(pool, signals, clock, events, metrics, config.routing, arrivals)
         pools.append(pool)

@@ -37,6 +37,7 @@ from frugalserve.clock import Clock
 from frugalserve.config import PoolConfig
 from frugalserve.errors import ServiceUnavailable
 from frugalserve.events import EventSink, ReplicaEvent
+from frugalserve.lifecycle.config import LifecycleConfig
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.policy import (
@@ -119,6 +120,9 @@ class Replica:
         self.on_change: Callable[[Replica], None] | None = None
         self.idle_ladder = True
         self.prewarmed: str | None = None
+        # Set by the pool with ``lifecycle.idle: auto``: the lifecycle config carrying the idle thresholds in
+        # force at a time (frugalserve.lifecycle.idle_auto); None: the configured ones.
+        self.idle_config: Callable[[float], LifecycleConfig] | None = None
 
     # -- what others may call ------------------------------------------------------------------------
 
@@ -155,6 +159,10 @@ class Replica:
         if on != self.idle_ladder:
             self.idle_ladder = on
             self._post(_Command("kick"))
+
+    def rearm(self) -> None:
+        """The idle thresholds changed: the owner re-reads its timer."""
+        self._post(_Command("kick"))
 
     def lease(self) -> None:
         """Count a request in flight; the caller checked ``state == "ready"`` without awaiting since."""
@@ -241,7 +249,8 @@ class Replica:
     def _idle(self, now: float) -> IdleDecision:
         if not self.idle_ladder:
             return IdleDecision(None, None)
-        return idle_decision(self.view(), now, self.config.lifecycle)
+        cfg = self.idle_config(now) if self.idle_config is not None else self.config.lifecycle
+        return idle_decision(self.view(), now, cfg)
 
     def _timer_at(self) -> float | None:
         times = []
