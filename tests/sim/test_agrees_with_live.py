@@ -91,6 +91,13 @@ CASES = {
     "stop after idle": ("{idle_sleep_s: null, idle_stop_s: 60}", "sleep_api: none", ""),
     "sleep, wake, stop": ("{idle_sleep_s: 20, idle_stop_s: 300}", "sleep_api: vllm", ""),
     "min_warm": ("{idle_sleep_s: 5, idle_stop_s: 30, min_warm_s: 90}", "sleep_api: vllm", ""),
+    # the tuner's thresholds (price $3.60/h, 10 s start, waiting valued at the default) replace 20 s / 300 s
+    # after 3 idle periods; live and simulated pools feed it the same periods and decide at the same times
+    "idle: auto": (
+        "{idle: auto, idle_auto: {min_samples: 3, refresh_s: 10}, idle_sleep_s: 20, idle_stop_s: 300}",
+        "sleep_api: vllm",
+        "",
+    ),
     "autoscaled, three replicas": (
         "{idle_sleep_s: 5, idle_stop_s: 60}",  # the ladder sleeps only the last replica; the scaler drains the rest
         "sleep_api: vllm",

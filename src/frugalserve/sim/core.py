@@ -28,12 +28,13 @@ and a replica's idle ladder is caught up lazily, each time something looks at it
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
-from heapq import heappop, heappush
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from frugalserve.errors import APIError
 from frugalserve.events import Event, ScaleEvent
 from frugalserve.lifecycle.autoscale import ScaleDecision
 from frugalserve.lifecycle.cron import next_prewarm
+from frugalserve.lifecycle.idle_auto import IdleCosts, IdleTuner
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.policy import ReplicaView, idle_decision
 from frugalserve.lifecycle.prewarm import learn_profile, learning_window
@@ -161,6 +163,8 @@ class PoolStats:
     gpus: int = 1
     peak_replicas: int = 0
     prewarms: dict[str, int] = field(default_factory=dict)  # "cron_used", "predictive_expired", ...
+    threshold_changes: int = 0  # idle: auto
+    last_thresholds: tuple[float | None, float | None, str] | None = None  # idle: auto: sleep_s, stop_s, why
     scale_events: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -196,6 +200,12 @@ class SimPool:
         self.arrivals: dict[int, int] = {}  # bucket index -> requests (predictive prewarm learns from it)
         self.work_s = 0.0  # sum of request run times, for the mean duration predictive prewarm uses
         self.scaler: PoolScaler | None = None
+        # lifecycle.idle: auto: the live tuner, fed the pool's idle periods as ManagedPool feeds it
+        self.idle_tuner = IdleTuner(lc.idle_auto, (lc.idle_sleep_s, lc.idle_stop_s)) if lc.idle == "auto" else None
+        self.idle_since: float | None = None
+        self.idle_cfg = lc
+        tier = config.tier
+        self.objective_s = sim.config.routing.objective(tier).slo_ms / 1000.0 if tier is not None else None
         self.served = 0  # into stats.served at the end (an attribute of the pool is quicker to bump)
         self._per_prompt_token = 1.0 / perf.prefill_tps
         self._per_output_token = 1.0 / perf.decode_tps
@@ -289,6 +299,9 @@ class SimPool:
     def arrive(self, row: int, t: float) -> None:
         self.stats.requests += 1
         self.advance(t)
+        if self.idle_tuner is not None and self.idle_since is not None:
+            self.idle_tuner.record_gap(t - self.idle_since)  # as ManagedPool._arrived
+            self.idle_since = None
         ready = self._ready
         if ready:
             self._lease(ready[0] if len(ready) == 1 else self._choose(ready), row, t, t)
@@ -366,6 +379,9 @@ class SimPool:
                     r.last_used = heapq.heappop(fin)
                     r.in_flight -= 1
             return
+        tuner = self.idle_tuner
+        if tuner is not None:
+            self._idle_auto(t)
         for r in self.replicas:
             fin = r.finishes
             if fin and fin[0] <= t:
@@ -383,6 +399,53 @@ class SimPool:
                     continue
                 self._ladder(r, t)
 
+    def _idle_auto(self, t: float) -> None:
+        """As ManagedPool.maybe_idle and its refresh: the pool's idle period begins when its last request
+        ends with nothing held; while idle with new samples, the thresholds are decided again once
+        ``refresh_s`` allows (and every replica's ladder re-reads them)."""
+        tuner = self.idle_tuner
+        assert tuner is not None
+        if self.idle_since is None and not self.held and self.served:
+            last: float | None = 0.0
+            for r in self.replicas:
+                end = max(r.finishes) if r.finishes else r.last_used
+                if end > t:
+                    last = None
+                    break
+                last = max(last, end)  # type: ignore[type-var]
+            self.idle_since = last
+        if self.idle_since is not None and tuner.pending:
+            due = tuner.due_at()
+            at = self.idle_since if due is None else max(due, self.idle_since)
+            if at <= t:
+                self.thresholds(at)
+
+    def thresholds(self, now: float) -> Any:
+        """The lifecycle config in force at ``now``: as configured, or with ``idle: auto`` the live tuner's."""
+        tuner = self.idle_tuner
+        if tuner is None:
+            return self.lc
+        perf = self.perf
+        costs = IdleCosts(
+            usd_per_s=perf.usd_per_hour / 3600 if perf.billing == "on_demand" else 0.0,
+            start_s=perf.start_s,
+            wake_s=perf.wake_for(self.sleep_level),
+            can_sleep=self.can_sleep,
+            min_warm_s=self.lc.min_warm_s,
+            usd_per_wait_s=self.lc.predictive_prewarm.usd_per_waiting_s,
+            objective_s=self.objective_s,
+            shares_device=False,  # the planner gives each pool its own GPUs
+        )
+        th = tuner.decide(now, costs)
+        if (th.sleep_s, th.stop_s) != (self.idle_cfg.idle_sleep_s, self.idle_cfg.idle_stop_s):
+            self.idle_cfg = dataclasses.replace(self.lc, idle_sleep_s=th.sleep_s, idle_stop_s=th.stop_s)
+            self.stats.threshold_changes += 1
+            for r in self.replicas:  # re-armed, as Replica.rearm: the ladder asks again now
+                r.next_check = _UNKNOWN
+                r.changed_at = max(r.changed_at, now)
+        self.stats.last_thresholds = (th.sleep_s, th.stop_s, th.reason)
+        return self.idle_cfg
+
     def _ladder_applies(self) -> bool:
         """As ManagedPool._ladder_applies: never with a floor; with an autoscaler only on the last replica."""
         if not self.ladder_min_zero:
@@ -393,7 +456,7 @@ class SimPool:
         if not self._ladder_applies():
             r.next_check = _UNKNOWN
             return
-        lc = self.sim.lifecycle_for(self)
+        lc = self.idle_cfg if self.idle_tuner is not None else self.lc
         while r.in_flight == 0 and (r.state == "ready" or r.state == "sleeping"):
             at = r.changed_at if r.next_check == _UNKNOWN else r.next_check
             if r.next_check is None or at > t:
@@ -530,7 +593,6 @@ class Simulation:
         config: Config,
         perf: dict[str, PerfModel],
         trace: Trace,
-        idle_thresholds: Callable[[SimPool, float], Any] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
@@ -551,7 +613,6 @@ class Simulation:
         self.cold_wait: list[float] = []
         self.tokens = 0
         self.unrouted: dict[str, int] = {}
-        self._idle_thresholds = idle_thresholds
         self.pools: dict[str, SimPool] = {}
         for pc in config.pools:
             managed = pc.backend.command is not None or pc.backend.ray is not None
@@ -576,13 +637,6 @@ class Simulation:
                 fire = next_prewarm(pool.lc.prewarm, pool.lc.timezone, self.start)
                 if fire is not None:
                     self.schedule(fire, _CRON, pool, None)
-
-    # -- the lifecycle config a pool's ladder runs with (idle: auto replaces the thresholds) -------------------
-
-    def lifecycle_for(self, pool: SimPool) -> Any:
-        if self._idle_thresholds is None:
-            return pool.lc
-        return self._idle_thresholds(pool, self.clock.now)
 
     def on_change(self, pool: SimPool) -> None:
         """A replica changed state: an autoscaler that stopped ticking at zero ticks again."""
