@@ -89,7 +89,8 @@ def main() -> None:
         out["runs"][name] = row
         print(
             f"{name:>10}: {median:6.1f}s median of {args.repeat} ({len(trace) / median:,.0f} requests/s);"
-            f" ${result.cost_usd:,.0f} vs always-on ${result.always_on_cost_usd:,.0f}, {result.cold_starts} cold starts,"
+            f" ${result.cost_usd:,.0f} vs always-on ${result.always_on_cost_usd:,.0f},"
+            f" {result.cold_starts} cold starts,"
             f" P95 TTFT {result.p95_ttft_s:.2f}s, peak {row['peak_replicas']} replicas"
         )
     if args.json:

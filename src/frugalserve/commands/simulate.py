@@ -134,7 +134,7 @@ def _emit(args: argparse.Namespace, text: str) -> None:
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     else:
-        print(text)
+        print(text.rstrip("\n"))
 
 
 def _run(args: argparse.Namespace, config: Any) -> int:
@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace, config: Any) -> int:
         cals = perf_mod.calibrate(url, config.pools, since, until)
         _emit(args, perf_mod.calibration_yaml(cals))
         return 0
-    until = _window(args)[1] if args.until else None
+    keep_until = _window(args)[1] if args.until else None
     if args.trace:
         tr = trace.read_trace(args.trace)
     elif args.synthetic:
@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace, config: Any) -> int:
             overrides = {**perf_file.get(pool.name, {}), **policy.perf_overrides.get(pool.name, {})}
             perf[pool.name] = perf_mod.perf_for(pool, overrides, f"pools.{pool.name}.perf")
         sim = Simulation(policy.config, perf, tr, progress=progress)
-        sim.run(until)
+        sim.run(keep_until)
         results.append(report.summarize(sim, policy, objective))
     if args.plot:
         report.plot(results, args.plot, objective)

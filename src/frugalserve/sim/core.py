@@ -130,7 +130,7 @@ class SimReplica:
         self.slots = [now] * concurrency  # when each of the backend's concurrent slots is free (a heap)
         self.last_used = now
         self.last_ready = now
-        self.next_check = _UNKNOWN
+        self.next_check: float | None = _UNKNOWN
         self.gen = 0  # bumps on every bring-up, so a stale "ready" event is ignored
         self.ready_at = 0.0
         self.sleep_done = 0.0  # a sleep in progress takes perf.sleep_s; a wake waits for it
@@ -266,6 +266,7 @@ class SimPool:
         best: PoolState = "stopped"
         eta = math.inf
         ready = up = in_flight = 0
+        state: PoolState
         for r in self.replicas:
             in_flight += r.in_flight
             if r.name in self.draining:
@@ -458,8 +459,11 @@ class SimPool:
             return
         lc = self.idle_cfg if self.idle_tuner is not None else self.lc
         while r.in_flight == 0 and (r.state == "ready" or r.state == "sleeping"):
-            at = r.changed_at if r.next_check == _UNKNOWN else r.next_check
-            if r.next_check is None or at > t:
+            check = r.next_check
+            if check is None:
+                return
+            at = r.changed_at if check == _UNKNOWN else check
+            if at > t:
                 return
             view = ReplicaView(self.name, r.name, r.state, 0, r.last_used, r.last_ready, 0.0, self.can_sleep)  # type: ignore[arg-type]
             d = idle_decision(view, at, lc)
@@ -741,6 +745,8 @@ class Simulation:
         # Requests still held or running are seen through: replicas still coming up come up and serve them.
         # The window closes at the last arrival or when the last request ends, whichever is later.
         end = max(trace.end, until or 0.0)
+        # the window always-on is priced over: the traffic's span (or --until), the same for every policy
+        self.window_end = end
         while heap and (heap[0][0] <= end or self._unfinished()):
             end = max(end, heap[0][0])
             self._event(heapq.heappop(heap))
@@ -804,7 +810,7 @@ class Simulation:
     # -- results ----------------------------------------------------------------------------------------------
 
     def pool_stats(self) -> Iterator[PoolStats]:
-        window = self.end - self.start
+        window = self.window_end - self.start
         for pool in self.pools.values():
             s = pool.stats
             perf = pool.perf
@@ -828,7 +834,8 @@ def _run_sync(coro: Any) -> ScaleDecision:
     try:
         coro.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        decision: ScaleDecision = done.value
+        return decision
     coro.close()
     raise RuntimeError("the autoscaler waited on something in the simulator")
 

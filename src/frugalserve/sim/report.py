@@ -4,8 +4,9 @@ Definitions (docs/cost-planning.md has them with a worked example):
 
 - ``cost_usd``: the GPU bill by the accounting's rules (on demand: every replica-second starting, ready or
   sleeping; reserved: the whole window), plus each pool's minimum charge per start where it has one.
-- ``always_on_cost_usd``: every managed pool's ``replicas.max`` replicas billed for the whole window (what
-  serving the same peak without ever stopping costs); it does not depend on the traffic.
+- ``always_on_cost_usd``: every managed pool's ``replicas.max`` replicas billed from the first request to the
+  last (or ``--until``): what serving the same peak without ever stopping costs. It does not depend on the
+  policy. (``cost_usd`` also counts the seconds the last requests run past the last arrival.)
 - ``ideal_cost_usd``: only the time replicas were running requests (busy time), as if starts were free
   and instant: no policy can cost less.
 - latencies: ``ttft`` is the time to first token (wait for a replica to start or wake, queue in the
@@ -211,7 +212,7 @@ def summarize(sim: Simulation, policy: Policy, objective: Objective | None) -> P
         usd_per_million_tokens=cost / sim.tokens * 1e6 if sim.tokens else 0.0,
         savings_vs_always_on=1 - cost / always if always > 0 else 0.0,
         gap_to_ideal_usd=cost - ideal,
-        window_s=sim.end - sim.start,
+        window_s=sim.window_end - sim.start,
         pools=pools,
     )
 
@@ -238,8 +239,8 @@ def always_on_advice(r: PolicyResult) -> str:
     per_day = r.requests / days if days > 0 else float(r.requests)
     if r.cost_usd >= r.always_on_cost_usd:
         return (
-            f"always-on (${r.always_on_cost_usd:,.2f}) is cheaper than {r.policy} (${r.cost_usd:,.2f}) for this traffic:"
-            " keep the GPU up"
+            f"always-on (${r.always_on_cost_usd:,.2f}) is cheaper than {r.policy} (${r.cost_usd:,.2f})"
+            " for this traffic: keep the GPU up"
         )
     per_request = r.cost_usd / r.requests
     volume = r.always_on_cost_usd / days / per_request if days > 0 else math.inf
