@@ -5,7 +5,6 @@ gateway's own accounting writer. Every median below is computed by hand in the c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from frugalserve.events import ReplicaEvent
 from frugalserve.records import RecentRecords, RequestRecord
 from frugalserve.sim import perf
 from frugalserve.sim.perf import DEFAULT_SOURCES, DEFAULTS, FIELDS, FROM_CONFIG, PerfModel
-from tests.accounting.conftest import _pg_schema_url
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % 86400  # a UTC midnight
 SINCE, UNTIL = T0 + 50, T0 + 3000
@@ -154,14 +152,6 @@ def test_a_missing_perf_file_is_one_line(tmp_path: Path) -> None:
 
 
 # -- calibration ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'acc.db'}"
-    else:
-        yield from _pg_schema_url()
 
 
 def answer(

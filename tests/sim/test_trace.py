@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,11 +14,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import orjson
 import pytest
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from frugalserve import config as cfg
-from frugalserve.accounting import store
 from frugalserve.accounting.service import Accounting
 from frugalserve.clock import SystemClock
 from frugalserve.records import RecentRecords, RequestRecord
@@ -395,34 +390,7 @@ def test_a_bad_spec_names_the_key(spec: str, message: str) -> None:
 
 # -- the gateway's usage records ------------------------------------------------------------------------
 
-PG_ENV = "FRUGALSERVE_TEST_POSTGRES_URL"
 T0 = MON
-
-
-def _pg_url() -> Iterator[str]:
-    """A schema of its own in the shared test database (as tests/accounting/conftest.py does)."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(store.normalize_url(base))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'usage.db'}"
-    else:
-        yield from _pg_url()
 
 
 def record(rid: str, t: float, model: str, **fields: object) -> RequestRecord:
