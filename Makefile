@@ -14,7 +14,7 @@ RUN_ARGS = $(call cli_opt,CONFIG,config) $(call cli_opt,HOST,host) $(call cli_op
 # `make smoke` installs what `make run` installs into its own venv and drives it from outside (CI runs it).
 SMOKE_VENV ?= .venv-smoke
 
-.PHONY: run test smoke lint bench clean
+.PHONY: run test test-slow smoke lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ $(STAMP_TEST): pyproject.toml | $(PY)
 run: $(STAMP_RUN)
 	$(VENV)/bin/frugalserve up $(strip $(RUN_ARGS))
 
+# `make test` stays under 10 minutes on a 2-core machine; the slow tests (Ray clusters, long replays against
+# real gateways) run in `make test-slow`, which CI runs too.
 test: $(STAMP_TEST)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP_TEST)
+	$(PY) -m pytest -q -m slow
 
 smoke: $(STAMP_TEST)
 	$(MAKE) --no-print-directory VENV=$(SMOKE_VENV) $(SMOKE_VENV)/.installed-run

@@ -20,7 +20,7 @@ import pytest
 
 from tests import procs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Three groups of requests, 8 s apart: each group finds the pool stopped (idle_stop_s 3 s is far shorter than
 # the gap), brings it up once, and the requests inside a group are held behind that start or find it ready

@@ -17,6 +17,8 @@ from frugalserve.sim.trace import synthetic
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 SWEEP = "pools.vl.lifecycle.idle_stop_s=60,120,300,600,900,1800,3600,7200"
 
+pytestmark = pytest.mark.slow  # a month of seed 000 and two days of seed 002, nine policies each
+
 CASES = {
     # seed 000: 800 requests a weekday in working hours, 45 s starts; four weeks
     "seed000": ("seed000,days=28,model=qwen3-vl", ()),
