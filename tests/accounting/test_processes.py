@@ -67,6 +67,7 @@ def test_sigterm_with_requests_in_flight_loses_no_record(tmp_path: Path) -> None
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_two_gateways_share_keys_budgets_and_usage(tmp_path: Path, db_url: str) -> None:
     created = json.loads(
         cli(tmp_path, db_url, "keys", "create", "--name", "team", "--budget-usd-per-day", "0.05", "--json")

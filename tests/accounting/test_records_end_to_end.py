@@ -27,7 +27,7 @@ from frugalserve.accounting import store
 from tests import procs, prom
 
 pytest.importorskip("frugalserve.engine")
-pytestmark = [pytest.mark.integration, pytest.mark.engine]
+pytestmark = [pytest.mark.integration, pytest.mark.engine, pytest.mark.slow]
 
 PRICE_PER_HOUR = 36.0
 

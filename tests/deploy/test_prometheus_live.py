@@ -37,7 +37,7 @@ from tests import procs
 from tests.deploy import promql
 
 pytest.importorskip("frugalserve.engine")
-pytestmark = [pytest.mark.integration, pytest.mark.engine, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(300)]
 
 TOKEN = "scrape-me-please"
 MODEL = "qwen3-vl-demo"

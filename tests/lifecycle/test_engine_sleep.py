@@ -14,7 +14,7 @@ from frugalserve import config as cfg
 from frugalserve.api.app import Gateway, create_app
 
 pytest.importorskip("frugalserve.engine")
-pytestmark = [pytest.mark.integration, pytest.mark.engine]
+pytestmark = [pytest.mark.integration, pytest.mark.engine, pytest.mark.slow]
 
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 

@@ -336,6 +336,7 @@ def test_a_negative_interval_is_refused_naming_the_key() -> None:
         make_config(["http://127.0.0.1:9"], -1)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.engine
 def test_the_built_in_engines_generation_tokens_are_re_exported_after_one_chat(tmp_path: Path) -> None:
