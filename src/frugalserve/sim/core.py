@@ -211,6 +211,7 @@ class SimPool:
         self._per_output_token = 1.0 / perf.decode_tps
         self._ready: list[SimReplica] = []
         self.tick_at: float | None = None  # the next autoscaler tick scheduled (None: none pending)
+        self.last_tick: float | None = None
         self.ladder_min_zero = config.replicas.min == 0
         if not managed:
             for r in self.replicas:
@@ -653,10 +654,16 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, kind, pool, payload))
 
-    def _schedule_tick(self, pool: SimPool, after: float) -> None:
+    def _grid(self, pool: SimPool, t: float, up: bool) -> float:
+        """The autoscaler's ticks fall on a fixed grid from the trace's start, as a loop that never stopped."""
         interval = pool.config.autoscale.interval_s
-        # ticks on a fixed grid from the trace's start, as a loop that never stopped would
-        t = self.start + math.ceil((after - self.start) / interval - 1e-9) * interval
+        k = (t - self.start) / interval
+        return self.start + (math.ceil(k - 1e-9) if up else math.floor(k + 1e-9)) * interval
+
+    def _schedule_tick(self, pool: SimPool, after: float) -> None:
+        t = self._grid(pool, after, up=True)
+        if pool.last_tick is not None and t <= pool.last_tick:
+            t = pool.last_tick + pool.config.autoscale.interval_s
         pool.tick_at = t
         self.schedule(t, _TICK, pool, None)
 
@@ -665,17 +672,30 @@ class Simulation:
         scaler = pool.scaler
         assert scaler is not None
         pool.tick_at = None
-        predictive = pool.lc.predictive_prewarm
-        if predictive.enabled:
+        pool.last_tick = t
+        predictive = pool.lc.predictive_prewarm.enabled
+        if predictive:
             self._learn(pool, scaler, t)
-        elif not pool.held and not any(r.state in ("ready", "starting") for r in pool.replicas):
-            # at zero with nothing held the policy decides zero and forgets its window: no tick until
-            # something changes (an arrival or a start ticks again), as a loop would find nothing to do
-            scaler.history = type(scaler.history)()
-            return
         decision = _run_sync(scaler.tick())
-        if decision.desired > 0 or pool.held or predictive.enabled:
-            self._schedule_tick(pool, t + pool.config.autoscale.interval_s)
+        # At zero with nothing held (and no forecast) the live loop decides zero at every tick, each time
+        # keeping one empty observation: the simulator stops ticking and makes the last of those ticks
+        # when something wakes the pool (_resume), so the history is the live one.
+        if predictive or pool.held or decision.desired > 0 or pool.counted():
+            self._schedule_tick(pool, t)
+
+    def _resume(self, pool: SimPool, t: float) -> None:
+        """Before an arrival (or a prewarm) at a resting pool: the tick the live loop made last, then ticks again."""
+        scaler = pool.scaler
+        if scaler is None or pool.tick_at is not None:
+            return
+        g = self._grid(pool, t, up=False)
+        if pool.last_tick is None or g > pool.last_tick:
+            self.clock.now = g
+            pool.advance(g)
+            pool.last_tick = g
+            _run_sync(scaler.tick())
+            self.clock.now = t
+        self._schedule_tick(pool, t)
 
     def _learn(self, pool: SimPool, scaler: PoolScaler, t: float) -> None:
         """What PoolScaler._learn reads from the usage records, read from the trace seen so far."""
@@ -692,6 +712,7 @@ class Simulation:
         scaler.profile = learn_profile(counts, mean, first, t, pool.lc.timezone, cfg)
 
     def _cron(self, pool: SimPool, t: float) -> None:
+        self._resume(pool, t)
         pool.advance(t)
         if not any(r.state == "ready" and r.name not in pool.draining for r in pool.replicas) and not any(
             pool._coming(r) for r in pool.replicas
@@ -737,9 +758,9 @@ class Simulation:
                 if b is not None:
                     k = int(t // b)
                     pool.arrivals[k] = pool.arrivals.get(k, 0) + 1
-            pool.arrive(i, t)
             if pool.scaler is not None and pool.tick_at is None:
-                self._schedule_tick(pool, t)
+                self._resume(pool, t)
+            pool.arrive(i, t)
             if progress is not None and i % step == 0:
                 progress(i)
         # Requests still held or running are seen through: replicas still coming up come up and serve them.
