@@ -208,11 +208,43 @@ def main(run_venv: Path) -> int:
             [str(run_venv / "bin" / "frugalserve"), "gpus"], env=env, capture_output=True, text=True, timeout=60
         )
         _check(gpus.returncode == 0, f"frugalserve gpus: {gpus.stdout.strip().splitlines()[:1]}")
+        planner(run_venv, env, work, requests)
     finally:
         code = _stop(gateway, log, work / "gateway.log")
     _check(code == 0, "gateway stops cleanly on SIGTERM")
     scaled_pool(run_venv, env, work)
     return 0
+
+
+def planner(run_venv: Path, env: dict[str, str], work: Path, requests: int) -> None:
+    """The installed `frugalserve simulate`: the demo's own records replayed and its start measured, then seed
+    000's case from docs/cost-planning.md with its plot."""
+    sim = [str(run_venv / "bin" / "frugalserve"), "simulate", "--quiet"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*sim, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    replay = run("--from-db", "--since", "1h", "--format", "json")
+    _check(
+        replay.returncode == 0,
+        "simulate --from-db runs" + (f": {replay.stderr.strip()[-300:]}" if replay.returncode else ""),
+    )
+    [row] = json.loads(replay.stdout)
+    _check(row["requests"] == requests, f"simulate --from-db replays the {row['requests']} recorded requests")
+    calibrated = run("--calibrate", "--since", "1h")
+    _check(calibrated.returncode == 0 and "start_s:" in calibrated.stdout, "simulate --calibrate measures the start")
+    examples = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    plot = work / "curve.png"
+    seed000 = run(
+        *("--config", str(examples / "seed000.yaml"), "--perf", str(examples / "seed000-perf.yaml")),
+        *("--synthetic", "seed000,days=7,model=qwen3-vl", "--objective", "p95_ttft_s=10", "--plot", str(plot)),
+        *("--sweep", "pools.vl.lifecycle.idle_stop_s=60,600"),
+    )
+    _check(
+        seed000.returncode == 0 and "cheapest policy that meets p95_ttft_s<=10: idle_stop_s=600" in seed000.stdout,
+        "simulate: seed 000's sweep names the cheapest setting that meets the objective",
+    )
+    _check(plot.read_bytes()[:4] == b"\x89PNG", "simulate --plot writes the trade-off curve")
 
 
 def scaled_pool(run_venv: Path, env: dict[str, str], work: Path) -> None:
