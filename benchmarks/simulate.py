@@ -3,8 +3,9 @@
 Generates seed 002's traffic (`--synthetic seed002,days=30`: 230,000 requests a day, a daily curve, quieter
 weekends, bursts) and simulates it under two configs, each run in-process as `frugalserve simulate` runs it:
 
-- `ladder`: one pool of one replica that sleeps and stops when idle (the seeds' scale-to-zero case);
-- `autoscaled`: one pool of up to five replicas with the KPA autoscaler deciding every 2 s (1.3 million
+- `ladder`: one pool of one replica (64 requests at once) that sleeps and stops when idle (the seeds'
+  scale-to-zero case);
+- `autoscaled`: one pool of up to five replicas of 16 with the KPA autoscaler deciding every 2 s (1.3 million
   decisions a month, each the live PoolScaler.tick()).
 
 Reported: the trace generation time, each simulation's wall time (median of --repeat runs), the requests
@@ -36,12 +37,14 @@ from frugalserve.sim.perf import perf_for  # noqa: E402
 from frugalserve.sim.policies import Policy  # noqa: E402
 from frugalserve.sim.trace import synthetic  # noqa: E402
 
+# Seed 002's requests take about 10 s each on the default performance model (200 output tokens at 20 tokens/s),
+# so about 25 run at once on average and 60 at the daily peak: one replica of 64, or up to five of 16.
 POOL = (
     "pools: [{{name: vl, model: demo, backend: {{command: 'vllm serve {{model}} --port {{port}}', sleep_api: vllm}},"
-    " capacity: 16, gpu: {{type: L4, usd_per_hour: 0.78}}, replicas: {{min: 0, max: {max}}},"
+    " capacity: {capacity}, gpu: {{type: L4, usd_per_hour: 0.78}}, replicas: {{min: 0, max: {max}}},"
     " lifecycle: {{idle_sleep_s: 300, idle_stop_s: 1800}}}}]"
 )
-CONFIGS = {"ladder": POOL.format(max=1), "autoscaled": POOL.format(max=5)}
+CONFIGS = {"ladder": POOL.format(capacity=64, max=1), "autoscaled": POOL.format(capacity=16, max=5)}
 
 
 def main() -> None:
