@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -20,10 +19,11 @@ from frugalserve import config as cfg
 from frugalserve.accounting import jsonl, store
 from frugalserve.accounting.jsonl import Journal
 from frugalserve.accounting.service import Accounting
-from frugalserve.accounting.writer import EventWriter, UsageWriter
+from frugalserve.accounting.writer import EventWriter
 from frugalserve.clock import SystemClock
 from frugalserve.events import ReplicaEvent, ScaleEvent
 from frugalserve.records import RecentRecords
+from tests.accounting.test_writer import running, writer
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % 86400  # 2023-11-14 00:00 UTC
 
@@ -45,27 +45,6 @@ def scale_rows(engine: sa.Engine) -> list[tuple[object, ...]]:
     q = sa.select(c.time, c.pool, c.action, c.from_replicas, c.to_replicas, c.signal, c.load, c.reason)
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(q.order_by(c.id))]
-
-
-def writer(engine: sa.Engine, tmp_path: Path, **kw: object) -> UsageWriter:
-    return UsageWriter(
-        engine,
-        SystemClock(),
-        CollectorRegistry(),
-        flush_interval_s=60.0,  # tests flush by command
-        spool_path=tmp_path / "spool.jsonl",
-        dead_letter_path=tmp_path / "dead.jsonl",
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(w: UsageWriter) -> AsyncIterator[UsageWriter]:
-    await w.start()
-    try:
-        yield w
-    finally:
-        await w.stop()
 
 
 def test_scale_event_fields_are_the_columns_of_scale_events() -> None:

@@ -106,3 +106,29 @@ def start_eta(elapsed_s: float | None, recent_starts_s: Sequence[float], default
 
 def prewarm_due(next_fire_wall: float | None, now_wall: float) -> bool:
     return next_fire_wall is not None and now_wall >= next_fire_wall
+
+
+# -- which replica of a pool: the pool's effect rules, shared with the planner (frugalserve.sim) -----------
+
+# Where a cold replica is brought up from, fastest first (a sleeping one only needs a wake).
+COLD_ORDER = {"sleeping": 0, "stopped": 1, "failed": 2}
+
+
+def bring_up_rank(state: str, index: int) -> tuple[int, int]:
+    """Sort key of the cold replicas (states in COLD_ORDER) a pool may bring up: the fastest, then the lowest slot."""
+    return COLD_ORDER[state], index
+
+
+def removal_rank(ready: bool, in_flight: int, index: int) -> tuple[bool, int, int]:
+    """Sort key of the replicas the autoscaler may remove: one still coming up first, then the fewest
+    requests in flight, then the highest slot."""
+    return ready, in_flight, -index
+
+
+def idle_ladder_applies(min_replicas: int, autoscaled: bool, counted: int) -> bool:
+    """Whether the idle ladder may sleep and stop a pool's replicas now. Never with ``replicas.min >= 1``
+    (they stay up); with an autoscaler only once it is down to one replica: above that, removing replicas is
+    the autoscaler's job (the two would otherwise fight, one sleeping what the other wants up)."""
+    if min_replicas > 0:
+        return False
+    return not autoscaled or counted <= 1

@@ -33,7 +33,15 @@ from frugalserve.lifecycle.cron import next_prewarm
 from frugalserve.lifecycle.devices import Device
 from frugalserve.lifecycle.idle_auto import IdleCosts, IdleTuner
 from frugalserve.lifecycle.metrics import LifecycleMetrics
-from frugalserve.lifecycle.policy import prewarm_due, restart_delay, start_eta
+from frugalserve.lifecycle.policy import (
+    COLD_ORDER,
+    bring_up_rank,
+    idle_ladder_applies,
+    prewarm_due,
+    removal_rank,
+    restart_delay,
+    start_eta,
+)
 from frugalserve.lifecycle.provisioners import Provisioner, within
 from frugalserve.lifecycle.replica import Replica
 from frugalserve.metrics.upstream import PoolTelemetry
@@ -48,8 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("frugalserve.lifecycle")
 
 ProvisionerFactory = Callable[[str], Provisioner]  # replica name -> its provisioner
-# Where a cold replica is brought up from, fastest first (a sleeping one only needs a wake).
-_COLD_ORDER = {"sleeping": 0, "stopped": 1, "failed": 2}
 
 
 class _ManagedLease:
@@ -230,7 +236,7 @@ class ManagedPool:
         candidates = self.counted()
         if not candidates:
             return None
-        r = min(candidates, key=lambda x: (x.state == "ready", x.in_flight, -self.replicas.index(x)))
+        r = min(candidates, key=lambda x: removal_rank(x.state == "ready", x.in_flight, self.replicas.index(x)))
         self.draining.add(r.name)
         self._notify()
 
@@ -443,10 +449,10 @@ class ManagedPool:
         cold = [
             r
             for r in self.replicas
-            if r.state in _COLD_ORDER and r.name not in self.draining and r.name not in self.pending
+            if r.state in COLD_ORDER and r.name not in self.draining and r.name not in self.pending
         ]
         if cold:
-            return min(cold, key=lambda r: (_COLD_ORDER[r.state], self.replicas.index(r)))
+            return min(cold, key=lambda r: bring_up_rank(r.state, self.replicas.index(r)))
         return self._slot()
 
     def _pick(self, affinity: str | None, exclude: Collection[str]) -> Replica | None:
@@ -504,12 +510,7 @@ class ManagedPool:
         self._notify()
 
     def _ladder_applies(self) -> bool:
-        """Whether the idle ladder may sleep and stop replicas now. Never with ``replicas.min >= 1`` (they
-        stay up); with an autoscaler only once it is down to one replica: above that, removing replicas is
-        the autoscaler's job (the two would otherwise fight, one sleeping what the other wants up)."""
-        if self.config.replicas.min > 0:
-            return False
-        return self.scaler is None or len(self.counted()) <= 1
+        return idle_ladder_applies(self.config.replicas.min, self.scaler is not None, len(self.counted()))
 
     def _update_ladders(self) -> None:
         on = self._ladder_applies()

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from frugalserve.accounting.costs import ON_DEMAND_BILLED
 from frugalserve.config import Config, PoolConfig
 from frugalserve.errors import APIError
 from frugalserve.events import Event, ScaleEvent
@@ -47,7 +48,14 @@ from frugalserve.lifecycle.autoscale import ScaleDecision
 from frugalserve.lifecycle.cron import next_prewarm
 from frugalserve.lifecycle.idle_auto import IdleCosts, IdleTuner
 from frugalserve.lifecycle.metrics import LifecycleMetrics
-from frugalserve.lifecycle.policy import ReplicaView, idle_decision
+from frugalserve.lifecycle.policy import (
+    COLD_ORDER,
+    ReplicaView,
+    bring_up_rank,
+    idle_decision,
+    idle_ladder_applies,
+    removal_rank,
+)
 from frugalserve.lifecycle.prewarm import learn_profile, learning_window
 from frugalserve.lifecycle.scaler import PoolScaler, ScaleSignals
 from frugalserve.routing.features import Features
@@ -58,8 +66,6 @@ from frugalserve.sim.perf import PerfModel
 from frugalserve.sim.trace import PRIORITIES, Trace
 
 _UNKNOWN = -1.0  # a replica's next idle check must be asked for (something changed)
-_COLD_ORDER = {"sleeping": 0, "stopped": 1, "failed": 2}  # as lifecycle/pool.py: a wake is fastest
-_BILLED_ON_DEMAND = ("starting", "ready", "sleeping")  # accounting.costs.ON_DEMAND_BILLED
 
 
 class SimClock:
@@ -212,7 +218,6 @@ class SimPool:
         self._ready: list[SimReplica] = []
         self.tick_at: float | None = None  # the next autoscaler tick scheduled (None: none pending)
         self.last_tick: float | None = None
-        self.ladder_min_zero = config.replicas.min == 0
         if not managed:
             for r in self.replicas:
                 self._set_state(r, "ready", now)
@@ -250,7 +255,7 @@ class SimPool:
         if not candidates:
             return None
         index = {r.name: i for i, r in enumerate(self.replicas)}
-        r = min(candidates, key=lambda x: (x.state == "ready", x.in_flight, -index[x.name]))
+        r = min(candidates, key=lambda x: removal_rank(x.state == "ready", x.in_flight, index[x.name]))
         now = self.sim.clock.now
         self.draining.add(r.name)
         self._refresh_ready()
@@ -449,10 +454,7 @@ class SimPool:
         return self.idle_cfg
 
     def _ladder_applies(self) -> bool:
-        """As ManagedPool._ladder_applies: never with a floor; with an autoscaler only on the last replica."""
-        if not self.ladder_min_zero:
-            return False
-        return self.scaler is None or len(self.counted()) <= 1
+        return idle_ladder_applies(self.config.replicas.min, self.scaler is not None, len(self.counted()))
 
     def _ladder(self, r: SimReplica, t: float) -> None:
         if not self._ladder_applies():
@@ -480,7 +482,7 @@ class SimPool:
 
     def _set_state(self, r: SimReplica, to: str, t: float) -> None:
         prev = r.state
-        if self.perf.billing != "reserved" and prev in _BILLED_ON_DEMAND:
+        if self.perf.billing != "reserved" and prev in ON_DEMAND_BILLED:
             r.billed_s += t - r.since
         if prev == "starting":
             r.cold_s += t - r.since
@@ -492,17 +494,13 @@ class SimPool:
         self.sim.on_change(self)
 
     def _cold_replica(self) -> SimReplica | None:
-        best: SimReplica | None = None
-        for r in self.replicas:
-            if r.state in _COLD_ORDER and r.name not in self.draining and r.name not in self.pending:
-                if best is None or _COLD_ORDER[r.state] < _COLD_ORDER[best.state]:
-                    best = r
-        if best is None:  # a replica being drained can be taken back only once it is down
-            for r in self.replicas:
-                if r.state in _COLD_ORDER and r.name not in self.pending:
-                    self.draining.discard(r.name)
-                    return r
-        return best
+        """As ManagedPool._cold_replica (every slot exists from the start here: a new slot is a stopped one)."""
+        cold = [
+            (bring_up_rank(r.state, i), r)
+            for i, r in enumerate(self.replicas)
+            if r.state in COLD_ORDER and r.name not in self.draining and r.name not in self.pending
+        ]
+        return min(cold, key=lambda c: c[0])[1] if cold else None
 
     def _coming(self, r: SimReplica) -> bool:
         return (r.state == "starting" or r.name in self.pending) and r.name not in self.draining
@@ -553,7 +551,7 @@ class SimPool:
         if r.state == "stopped":
             return
         self.stats.stops += 1
-        if self.perf.billing != "reserved" and r.state in _BILLED_ON_DEMAND:
+        if self.perf.billing != "reserved" and r.state in ON_DEMAND_BILLED:
             short = self.perf.min_billed_s - (t - r.started_at)
             if short > 0:
                 r.billed_s += short
@@ -577,7 +575,7 @@ class SimPool:
         for r in self.replicas:
             if self.perf.billing == "reserved":
                 r.billed_s = end - self.sim.start
-            elif r.state in _BILLED_ON_DEMAND:
+            elif r.state in ON_DEMAND_BILLED:
                 r.billed_s += end - r.since
                 r.since = end
             if r.state == "starting":
