@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import os
 import shlex
 import sys
@@ -108,6 +110,12 @@ async def test_streaming_request_for_cold_pool_gets_keepalives_then_the_stream(t
         assert r.headers["x-frugalserve-pool"] == "a" and r.headers["x-request-id"] == "held-1"
         assert r.text.count(": waiting for a replica") >= 2
         assert ": x-frugalserve-cold-start-ms:" in r.text and r.text.endswith("data: [DONE]\n\n")
+        # each keep-alive says how the wait stands: the pool, its state, the time left, the time waited
+        waits = [json.loads(line.split(" replica ", 1)[1]) for line in r.text.splitlines() if "waiting for" in line]
+        assert {w["pool"] for w in waits} == {"a"} and "starting" in {w["state"] for w in waits}
+        assert waits[0]["waited_s"] == 0.0
+        assert all(a["waited_s"] < b["waited_s"] for a, b in itertools.pairwise(waits))
+        assert all(w["eta_s"] is None or w["eta_s"] >= 0 for w in waits)
 
 
 async def test_idle_ladder_sleeps_then_stops_and_a_request_wakes_it(tmp_path: Path, gateway_for) -> None:  # type: ignore[no-untyped-def]

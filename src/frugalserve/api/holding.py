@@ -2,8 +2,14 @@
 
 A client (or a proxy between) that sees nothing for a minute while a backend starts may give up.
 So a streaming request that must wait gets its 200 and SSE headers immediately, then an SSE comment
-``: waiting for a replica`` every ``lifecycle.keepalive_s`` (comments are ignored by SSE parsers and
-OpenAI's SDKs), then ``: x-frugalserve-cold-start-ms: N`` when a replica is ready, then the stream.
+every ``lifecycle.keepalive_s`` (comments are ignored by SSE parsers and OpenAI's SDKs), then
+``: x-frugalserve-cold-start-ms: N`` when a replica is ready, then the stream. Each keep-alive says how the
+wait stands, for a client that wants to show it (the web UI does)::
+
+    : waiting for a replica {"pool": "demo", "state": "starting", "eta_s": 4.2, "waited_s": 3.0}
+
+``state`` and ``eta_s`` are the pool's own view (what the router sees): its best replica's state and the
+seconds left of its measured start or wake time.
 An error after the headers went out is sent in-band as ``data: {"error": ...}``, like a mid-stream error;
 before that (the client left, say), it is raised for the error boundary to answer.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from frugalserve.api.call import Call, Forward
@@ -25,7 +32,7 @@ from frugalserve.tasks import Second, race
 
 log = logging.getLogger("frugalserve.gateway")
 
-KEEPALIVE = b": waiting for a replica\n\n"
+KEEPALIVE = b": waiting for a replica"
 
 
 def _release(lease: Lease) -> None:
@@ -74,10 +81,21 @@ class HeldStreamResponse:
     async def _keep_alive(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self._start_headers()})
         self.started = True
-        await self._body(send, KEEPALIVE)
+        since = self.clock.monotonic()
         while True:
+            await self._body(send, self._keepalive(self.clock.monotonic() - since))
             await self.clock.sleep(self.call.pool.config.lifecycle.keepalive_s)
-            await self._body(send, KEEPALIVE)
+
+    def _keepalive(self, waited_s: float) -> bytes:
+        view = self.call.pool.view(self.clock.monotonic())
+        eta = view.eta_s if view.eta_s != float("inf") else None
+        status = {
+            "pool": view.name,
+            "state": view.state,
+            "eta_s": None if eta is None else round(eta, 1),
+            "waited_s": round(waited_s, 1),
+        }
+        return KEEPALIVE + b" " + orjson.dumps(status) + b"\n\n"
 
     def _start_headers(self) -> list[tuple[bytes, bytes]]:
         return [*sse_headers(self.headers), (b"x-frugalserve-cold-start", b"waiting")]

@@ -25,7 +25,7 @@ class LifecycleConfig:
     # Holding requests while the pool is cold.
     max_wait_s: float = 300.0  # longest a request waits for a replica; then 503 with Retry-After
     max_queue: int = 1000  # requests held at once; more get 503 at once
-    keepalive_s: float = 5.0  # streaming requests: SSE comment ": waiting for a replica" this often
+    keepalive_s: float = 1.0  # streaming requests: SSE comment ": waiting for a replica {status}" this often
     # Failure handling.
     health_interval_s: float = 10.0  # health probe of a ready replica; 3 failures in a row = failed
     restart_backoff_s: float = 1.0  # delay before the 2nd restart in a row; doubles each time
