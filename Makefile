@@ -21,13 +21,13 @@ $(PY):
 
 $(STAMP_RUN): pyproject.toml | $(PY)
 	@echo "Installing frugalserve and the built-in engine into $(VENV) (a few minutes the first time)..."
-	$(PIP) install --progress-bar off -e '.[engine]' 2>&1 | grep --line-buffered -v "^WARNING: Location\|^Requirement already satisfied" || true
-	$(PY) -c "import frugalserve, torch, transformers" && touch $@
+	$(PIP) install --progress-bar off -e '.[engine,ui]' 2>&1 | grep --line-buffered -v "^WARNING: Location\|^Requirement already satisfied" || true
+	$(PY) -c "import frugalserve, torch, transformers, gradio" && touch $@
 
 $(STAMP_TEST): pyproject.toml | $(PY)
 	@echo "Installing frugalserve with the engine and test tools into $(VENV) (a few minutes the first time)..."
-	$(PIP) install --progress-bar off -e '.[engine,dev]' 2>&1 | grep --line-buffered -v "^WARNING: Location\|^Requirement already satisfied" || true
-	$(PY) -c "import frugalserve, torch, transformers, pytest, openai" && touch $@ $(STAMP_RUN)
+	$(PIP) install --progress-bar off -e '.[engine,ui,dev]' 2>&1 | grep --line-buffered -v "^WARNING: Location\|^Requirement already satisfied" || true
+	$(PY) -c "import frugalserve, torch, transformers, gradio, pytest, openai, playwright" && touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
 	$(VENV)/bin/frugalserve up $(strip $(RUN_ARGS))

@@ -306,6 +306,16 @@ class TracingConfig:
 
 
 @dataclass(frozen=True)
+class UIConfig:
+    """The web UI (frugalserve.ui): chat at /ui, the operator view at /ui/admin. Gradio, imported only when
+    enabled; it needs the ui extra (pip install 'frugalserve[ui]'), which `make run` installs."""
+
+    enabled: bool = True
+    # A line shown above the chat, e.g. what users should know about the model (the demo's is random).
+    banner: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     pools: tuple[PoolConfig, ...] = ()
@@ -314,6 +324,7 @@ class Config:
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
     # Where the config came from, for messages; not a YAML key.
     source: str = field(default="<built-in>", metadata={"internal": True})
 

@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -83,7 +83,6 @@ POOL_HEADER = "x-frugalserve-pool"
 NOTES_HEADER = "x-frugalserve-notes"
 # Non-streaming upstream bodies are read whole to capture usage; bound them.
 MAX_UPSTREAM_BODY = 256 * 1024 * 1024
-_UI_PAGE = Path(__file__).parent.parent / "ui" / "index.html"
 _OPENAPI = Path(__file__).parent / "openapi.yaml"
 
 
@@ -497,9 +496,6 @@ class Gateway:
             self._openapi = orjson.dumps(yaml.safe_load(_OPENAPI.read_text()))
         return Response(self._openapi, media_type="application/json")
 
-    async def ui(self, request: Request) -> Response:
-        return HTMLResponse(_UI_PAGE.read_bytes())
-
     async def metrics_endpoint(self, request: Request) -> Response:
         token = self.config.gateway.metrics_token
         if token is not None and not bearer_matches(request.headers.get("authorization"), token):
@@ -582,8 +578,6 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", gateway.openapi, methods=["GET"]),
-        Route("/ui", gateway.ui, methods=["GET"]),
-        Route("/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
         admin.mount(gateway.accounting.gate, gateway.pools, usage=gateway.admin_usage),
     ]
     app = Starlette(
@@ -593,4 +587,8 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         exception_handlers={APIError: starlette_handler, HTTPException: starlette_handler},
     )
     app.state.gateway = gateway
+    if config.ui.enabled:
+        from frugalserve import ui  # Gradio loads only here: a gateway with the UI off never pays for it
+
+        ui.mount(app, config)
     return app

@@ -1,0 +1,116 @@
+"""The operator view at ``/ui/admin``: pools and replicas, spend and savings, cost over time, recent
+lifecycle and autoscaling events, and buttons to wake or sleep a pool.
+
+Every figure comes from the admin API (``/admin/pools``, ``/admin/usage``, ``/admin/events``) with the
+operator's admin key, the same numbers ``frugalserve report`` prints; without the key (auth on) the page
+shows the API's refusal and nothing else. Refreshed every few seconds while open.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from frugalserve.ui import view
+from frugalserve.ui.chat import gateway_url
+from frugalserve.ui.client import GatewayClient, GatewayError
+
+REFRESH_S = 3.0
+EVENTS_SHOWN = 40
+
+
+class AdminPage:
+    def __init__(self, fallback_url: str, auth: bool) -> None:
+        self.fallback_url = fallback_url
+        self.auth = auth
+
+    def _client(self, key: str, request: gr.Request) -> GatewayClient:
+        return GatewayClient(gateway_url(request, self.fallback_url), key)
+
+    async def refresh(self, key: str, request: gr.Request) -> tuple[Any, ...]:
+        client = self._client(key, request)
+        now = time.time()
+        try:
+            pools = await client.pools()
+            today = await client.usage("today", "pool")
+            month = await client.usage("month", "pool")
+            hours = await client.usage("24h", "hour")
+            events = await client.events(EVENTS_SHOWN)
+        except GatewayError as exc:
+            hint = " Enter the admin key above." if exc.status == 401 else ""
+            empty = pd.DataFrame(columns=["hour", "series", "usd"])
+            return (
+                f"❌ {exc}.{hint}",
+                "",
+                pd.DataFrame(columns=view.POOL_COLUMNS),
+                gr.update(),
+                empty,
+                pd.DataFrame(columns=view.EVENT_COLUMNS),
+            )
+        spend = "\n\n".join((view.spend_line("Today (UTC)", today), view.spend_line("This month", month)))
+        points = pd.DataFrame(view.cost_points(hours), columns=["hour", "series", "usd"])
+        points["hour"] = pd.to_datetime(points["hour"], utc=True)
+        names = [p["name"] for p in pools]
+        return (
+            f"Updated {time.strftime('%H:%M:%S')} · refreshes every {REFRESH_S:.0f} s",
+            spend,
+            pd.DataFrame(view.pool_rows(pools, now), columns=view.POOL_COLUMNS),
+            gr.update(choices=names),
+            points,
+            pd.DataFrame(view.event_rows(events), columns=view.EVENT_COLUMNS),
+        )
+
+    async def wake(self, key: str, pool: str | None, request: gr.Request) -> str:
+        if not pool:
+            return "Choose a pool first."
+        try:
+            await self._client(key, request).wake(pool)
+        except GatewayError as exc:
+            return f"❌ {exc}"
+        return f"Waking **{pool}** (it starts or wakes in the background; the table follows it)."
+
+    async def sleep(self, key: str, pool: str | None, request: gr.Request) -> str:
+        if not pool:
+            return "Choose a pool first."
+        try:
+            result = await self._client(key, request).sleep(pool)
+        except GatewayError as exc:
+            return f"❌ {exc}"
+        return f"**{pool}**: {result.get('result', 'done')}."
+
+
+def build(page: gr.Blocks, admin: AdminPage) -> None:
+    """The operator view's components and events, inside ``page`` (the route's open ``gr.Blocks``)."""
+    gr.Markdown("## frugalserve: operator view", elem_id="fs-admin-title")
+    key = gr.Textbox(
+        label="Admin key", type="password", visible=admin.auth, elem_id="fs-admin-key", info="$FRUGALSERVE_ADMIN_KEY"
+    )
+    note = gr.Markdown(elem_id="fs-admin-note")
+    spend = gr.Markdown(elem_id="fs-spend")
+    pools = gr.Dataframe(headers=view.POOL_COLUMNS, label="Pools and replicas", interactive=False, elem_id="fs-pools")
+    with gr.Row():
+        pool = gr.Dropdown(label="Pool", choices=[], elem_id="fs-pool", scale=2)
+        wake = gr.Button("Wake", elem_id="fs-wake", scale=1)
+        sleep = gr.Button("Sleep", elem_id="fs-sleep", scale=1)
+    done = gr.Markdown(elem_id="fs-action")
+    plot = gr.LinePlot(
+        x="hour",
+        y="usd",
+        color="series",
+        title="Cost per hour, last 24 h: billed and always-on (USD)",
+        elem_id="fs-cost-plot",
+    )
+    events = gr.Dataframe(
+        headers=view.EVENT_COLUMNS,
+        label="Recent lifecycle and autoscaling events",
+        interactive=False,
+        elem_id="fs-events",
+    )
+    outputs = [note, spend, pools, pool, plot, events]
+    timer = gr.Timer(REFRESH_S)
+    gr.on([page.load, key.submit, key.blur, timer.tick], admin.refresh, [key], outputs, show_progress="hidden")
+    wake.click(admin.wake, [key, pool], [done]).then(admin.refresh, [key], outputs, show_progress="hidden")
+    sleep.click(admin.sleep, [key, pool], [done]).then(admin.refresh, [key], outputs, show_progress="hidden")
