@@ -14,7 +14,7 @@ RUN_ARGS = $(call cli_opt,CONFIG,config) $(call cli_opt,HOST,host) $(call cli_op
 # `make smoke` installs what `make run` installs into its own venv and drives it from outside (CI runs it).
 SMOKE_VENV ?= .venv-smoke
 
-.PHONY: run test test-slow smoke lint bench clean
+.PHONY: run test test-slow smoke lint bench screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+
+# The README's pictures of the web UI, taken by its browser tests (Debian's chromium: apt-get install chromium).
+screenshots: $(STAMP_TEST)
+	FRUGALSERVE_SCREENSHOTS=docs/images $(PY) -m pytest -q tests/ui/test_browser.py
 
 bench: $(STAMP_TEST)
 	$(PY) benchmarks/gateway_overhead.py

@@ -308,9 +308,10 @@ class TracingConfig:
 @dataclass(frozen=True)
 class UIConfig:
     """The web UI (frugalserve.ui): chat at /ui, the operator view at /ui/admin. Gradio, imported only when
-    enabled; it needs the ui extra (pip install 'frugalserve[ui]'), which `make run` installs."""
+    enabled; it needs the ui extra (pip install 'frugalserve[ui]'), which `make run` installs. Off unless
+    asked for (the built-in demo config asks): a production gateway loads no web framework it does not serve."""
 
-    enabled: bool = True
+    enabled: bool = False
     # A line shown above the chat, e.g. what users should know about the model (the demo's is random).
     banner: str | None = None
 

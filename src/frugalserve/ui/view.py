@@ -66,7 +66,7 @@ def answer_details(f: RequestFacts) -> str:
     """The lines under an answer: who served it and why, its tokens by kind, its times and its cost."""
     tier = f" (tier `{f.tier}`)" if f.tier else ""
     why = f": {f.route}" if f.route else ""
-    served = f"Served by **{f.pool or '-'}**{tier}{why}"
+    served = f"Served by **{f.pool or '-'}**{tier}{why} · request `{f.request_id}`"
     if f.text_tokens is not None:
         kinds = f"text {count(f.text_tokens)} · image {count(f.image_tokens)} · video {count(f.video_tokens)}"
         saved = f" · image tokens saved {count(f.image_tokens_saved)}" if f.image_tokens_saved else ""
