@@ -236,7 +236,7 @@ class Accounting:
     # -- admin -----------------------------------------------------------------------------------
 
     async def usage_report(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /admin/usage?since=7d&until=...&by=pool|day|key|model[&anomalies=1]``: the report as JSON
+        """``GET /admin/usage?since=7d&until=...&by=pool|day|hour|key|model[&anomalies=1]``: the report as JSON
         (behind the admin gate, api/admin.py)."""
         from frugalserve.accounting import report
 
