@@ -20,6 +20,7 @@ import pytest
 
 from frugalserve import config as cfg
 from frugalserve.accounting import keys, store
+from frugalserve.events import Event, RecentEvents, ReplicaEvent, ScaleEvent
 from tests import procs
 from tests.api.conftest import gateway_on_loopback
 
@@ -238,6 +239,24 @@ async def check_bad_queries(c: httpx.AsyncClient) -> None:
     assert (await c.get("/admin/events", params={"limit": "1000"})).status_code == 200
     err = error_of(await c.get("/admin/events", params={"pool": "nope"}), 404)
     assert (err["param"], err["code"]) == ("pool", "pool_not_found")
+
+
+def test_recent_events_lists_both_kinds_of_a_pool_newest_first() -> None:
+    memory = RecentEvents()
+    happened: list[Event] = [
+        ReplicaEvent(1.0, "a", "a-0", "stopped", "starting", "request"),
+        ScaleEvent(2.0, "a", "scale_up", 1, 2, "concurrency", 1.5, "x"),
+        ReplicaEvent(3.0, "b", "b-0", "stopped", "starting", "request"),
+        ReplicaEvent(4.0, "a", "a-0", "starting", "ready", "request", 3.0),
+        ScaleEvent(5.0, "a", "scale_down", 2, 1, "concurrency", 0.2, "y"),
+        ScaleEvent(6.0, "b", "refused", 1, 1, "placement", 0.0, "z"),
+    ]
+    for event in happened:
+        memory.submit(event)
+    assert [e.time for e in memory.newest(None, 50)] == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    assert [e.time for e in memory.newest("a", 50)] == [5.0, 4.0, 2.0, 1.0]
+    assert [e.time for e in memory.newest("a", 3)] == [5.0, 4.0, 2.0]
+    assert memory.newest("c", 50) == []
 
 
 def replica_row(t: float, pool: str, a: str, b: str) -> dict[str, object]:

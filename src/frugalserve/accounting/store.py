@@ -61,6 +61,7 @@ usage_records = sa.Table(
     sa.Index("ix_usage_key_time", "key_id", "time"),
     sa.Index("ix_usage_pool_time", "pool", "time"),
     sa.Index("ix_usage_model_time", "model", "time"),
+    sa.Index("ix_usage_request_id", "request_id"),  # GET /v1/requests/{id}
 )
 
 replica_events = sa.Table(
