@@ -30,7 +30,7 @@ from frugalserve.accounting.receipt import Receipt
 from frugalserve.accounting.writer import EventWriter, UsageWriter
 from frugalserve.clock import Clock
 from frugalserve.config import Config
-from frugalserve.errors import InvalidRequest
+from frugalserve.errors import InvalidRequest, ServiceUnavailable
 from frugalserve.events import Event, EventSink, RecentEvents
 from frugalserve.records import RecentRecords, RequestRecord
 
@@ -294,7 +294,11 @@ class Accounting:
         engine, writer = self.engine, self.writer
         if record is None and writer is not None and engine is not None:
             await writer.flush()
-            row = await asyncio.to_thread(receipt.find_row, engine, request_id, key_id)
+            try:
+                row = await asyncio.to_thread(receipt.find_row, engine, request_id, key_id)
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("GET /v1/requests/%s: the database could not be read: %s", request_id, exc)
+                raise ServiceUnavailable("The accounting database could not be read; try again.") from None
             record = self.record_of(row) if row is not None else None
         if record is None:
             return None
