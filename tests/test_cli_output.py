@@ -193,12 +193,14 @@ def test_report_bad_time_lists_the_accepted_forms(tmp_path: Path, usage_db: Path
     done = run(tmp_path, "report", "--config", str(config), "--since", "last tuesday")
     assert done.returncode == 2
     assert "not a time: 'last tuesday'" in done.stderr and "7d" in done.stderr and "yesterday" in done.stderr
+    assert "month (the 1st of this month)" in done.stderr
     assert "isoformat" not in done.stderr
 
 
 def test_report_help_explains_by_and_format(tmp_path: Path) -> None:
     out = " ".join(procs.cli(tmp_path, "report", "--help").split())
-    assert "one row per UTC day, API key" in out and "csv / json: every column" in out
+    assert "one row per UTC day or hour, API key" in out and "csv / json: every column" in out
+    assert "month (the 1st)" in out
 
 
 @pytest.mark.parametrize("args", [("report",), ("report", "--by", "key"), ("keys", "list"), ("keys", "revoke", "x")])

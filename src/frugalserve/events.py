@@ -7,7 +7,10 @@ must not block (the database sink batches writes off the event loop's hot path).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
+from collections.abc import Iterator, Reversible
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,6 +69,15 @@ class RecentEvents:
         """The pool's last ``limit`` scale events, oldest first."""
         out = [e for e in reversed(self.scale_events) if e.pool == pool][:limit]
         return out[::-1]
+
+    def newest(self, pool: str | None, limit: int) -> list[Event]:
+        """The last ``limit`` events of both kinds (of ``pool``, or of every pool), newest first."""
+
+        def newest_first(events: Reversible[Event]) -> Iterator[Event]:
+            return (e for e in reversed(events) if pool is None or e.pool == pool)
+
+        both = heapq.merge(newest_first(self.events), newest_first(self.scale_events), key=lambda e: -e.time)
+        return list(itertools.islice(both, limit))
 
 
 class FanoutEvents:

@@ -175,7 +175,7 @@ class StaticPool:
             "managed": False,
             "queue_length": 0,
             "replicas": [
-                {"name": t.replica, "state": "external", "in_flight": n}
+                {"name": t.replica, "state": "external", "in_flight": n, "last_start": None, "last_wake": None}
                 for t, n in zip(self.targets, self.outstanding, strict=True)
             ],
         }

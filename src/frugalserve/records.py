@@ -74,8 +74,9 @@ class RecentRecords:
     def submit(self, record: RequestRecord) -> None:
         self.records.append(record)
 
-    def find(self, request_id: str) -> RequestRecord | None:
+    def find(self, request_id: str, key_id: str | None = None) -> RequestRecord | None:
+        """The newest record with this id (of this API key only, unless ``key_id`` is None)."""
         for r in reversed(self.records):
-            if r.request_id == request_id:
+            if r.request_id == request_id and (key_id is None or r.key_id == key_id):
                 return r
         return None

@@ -355,7 +355,7 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     store.open_store(db_url).dispose()
     e = store.open_store(db_url)
     with e.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
     e.dispose()
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
+import uvicorn
 from aiohttp import web
+
+from frugalserve import config as cfg
+from frugalserve.api.app import Gateway, create_app
+from tests.procs import free_port
 
 
 class Backend:
@@ -73,3 +80,23 @@ async def serving() -> AsyncIterator[Backend]:
 async def backend() -> AsyncIterator[Backend]:
     async with serving() as b:
         yield b
+
+
+@contextlib.asynccontextmanager
+async def gateway_on_loopback(config: cfg.Config, **kwargs: Any) -> AsyncIterator[tuple[str, Gateway]]:
+    """The gateway served by uvicorn on a free loopback port (lifespan on: startup and shutdown run); yields
+    its root URL."""
+    app = create_app(config, **kwargs)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert server.started, "the gateway did not start"
+    try:
+        yield f"http://127.0.0.1:{port}", app.state.gateway
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

@@ -16,11 +16,9 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -28,9 +26,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from frugalserve import config as cfg
-from frugalserve.api.app import Gateway, create_app
-from tests.api.conftest import Backend, serving
-from tests.procs import free_port
+from frugalserve.api.app import Gateway
+from tests.api.conftest import Backend, gateway_on_loopback, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["budget", "routing", "holding", "upstream"]
@@ -45,31 +42,12 @@ def gateway_config(backend: str, tmp: Path, tracing: str = "  enabled: true\n") 
 
 
 @contextlib.asynccontextmanager
-async def gateway_on_loopback(config: cfg.Config, **kwargs: Any) -> AsyncIterator[tuple[str, Gateway]]:
-    """The gateway served by uvicorn on a free loopback port (lifespan on: startup and shutdown run)."""
-    app = create_app(config, **kwargs)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "the gateway did not start"
-    try:
-        yield f"http://127.0.0.1:{port}/v1", app.state.gateway
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-
-
-@contextlib.asynccontextmanager
 async def traced(tmp: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, Gateway, Backend, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
     async with (
         serving() as backend,
         gateway_on_loopback(gateway_config(backend.url, tmp), span_exporter=exporter) as (url, gateway),
-        openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30) as client,
+        openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30) as client,
     ):
         yield client, gateway, backend, exporter
 
@@ -335,7 +313,7 @@ async def test_the_otlp_http_exporter_delivers_the_spans_to_a_collector_on_shutd
         async with serving() as backend:
             async with (
                 gateway_on_loopback(gateway_config(backend.url, tmp_path, tracing)) as (url, _gateway),
-                openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30) as client,
+                openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30) as client,
             ):
                 answer = await client.chat.completions.create(
                     model="fast", messages=[{"role": "user", "content": "hi"}]

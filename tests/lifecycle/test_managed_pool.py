@@ -115,6 +115,26 @@ async def test_idle_ladder_sleeps_then_stops_then_wakes_fast(world: World) -> No
     assert reasons == ["idle_sleep", "idle_sleep", "idle_stop"]
 
 
+async def test_pool_describes_the_last_start_and_the_last_wake_and_when_each_was_ready(world: World) -> None:
+    prov = FakeProvisioner(world.clock, start_s=5, wake_s=0.5)
+    pool = await world.pool(prov, idle_sleep_s=None, idle_stop_s=None)
+    [replica] = pool.describe()["replicas"]
+    assert (replica["last_start"], replica["last_wake"], replica["last_cold_start_s"]) == (None, None, None)
+    t = asyncio.ensure_future(pool.acquire())
+    await world.advance(5)  # started at 0, ready at 5
+    (await t).release()
+    await world.advance(10)
+    assert await pool.sleep("admin") == "sleeping"  # at 15
+    await world.advance(20)
+    waking = asyncio.ensure_future(pool.wake("admin", wait=True))  # at 35: ready at 35.5
+    await world.advance(0.5)
+    await waking
+    [replica] = pool.describe()["replicas"]
+    assert replica["last_start"] == {"s": 5.0, "at": 1_700_000_005.0}
+    assert replica["last_wake"] == {"s": 0.5, "at": 1_700_000_035.5}
+    assert replica["last_cold_start_s"] == 0.5  # the last of either kind, as before
+
+
 async def test_long_request_survives_idle_deadline_and_idle_counts_from_its_end(world: World) -> None:
     pool = await world.pool(idle_sleep_s=10, idle_stop_s=None)
     t = asyncio.ensure_future(pool.acquire())

@@ -2,7 +2,7 @@
 
 Playwright's own browser download does not work here; Debian's ``chromium`` does (``.ci/run`` installs
 it). Without it these tests skip and say why. Screenshots go to ``$FRUGALSERVE_SCREENSHOTS`` when set (``make
-screenshots`` points it at docs/images for the README), else to the test's temporary folder.
+screenshots`` points it at docs/img for the README), else to the test's temporary folder.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``frugalserve report``: requests, tokens, GPU-hours, dollars and savings from the usage records.
 
-Rows are grouped by day, key (shown by name), pool or model; the last row is the total. Dollars billed of a pool (and
-of the total, and of a day) include its overhead (idle and cold-start time); dollars of a key or model
-are its requests' attributed share of busy time only (overhead belongs to pools, see costs.py).
+Rows are grouped by day or hour (UTC), key (shown by name), pool or model; the last row is the total. Dollars
+billed of a pool (and of the total, and of a day or hour) include its overhead (idle and cold-start time); dollars
+of a key or model are its requests' attributed share of busy time only (overhead belongs to pools, see costs.py).
 Savings compare the bill with keeping every replica of every pool up for the whole window. Cold starts
 (successful starts and wakes, and failed ones apart) come from replica events, so they are pool facts;
 rows by key or model show how many of their requests waited for one, and how long. The autoscaler's
@@ -29,11 +29,13 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from frugalserve.accounting import costs
+from frugalserve.accounting import budgets, costs
 from frugalserve.accounting.store import api_keys, replica_events, scale_events, usage_records
 from frugalserve.config import Config
 
-GROUPS = ("day", "key", "pool", "model")
+GROUPS = ("day", "hour", "key", "pool", "model")
+# Groupings by time: the width of a bucket (UTC, aligned on the epoch) and how its row is labelled.
+BUCKETS: dict[str, tuple[float, str]] = {"day": (86400.0, "%Y-%m-%d"), "hour": (3600.0, "%Y-%m-%d %H:00")}
 COLUMNS = (
     "group",
     "requests",
@@ -91,14 +93,17 @@ RECORD_COLUMNS = (
 )
 
 
-WHEN_FORMS = "2025-03-01, 2025-03-01T12:00 (UTC unless an offset is given), 7d / 12h / 30m ago, today, yesterday, now"
+WHEN_FORMS = (
+    "2025-03-01, 2025-03-01T12:00 (UTC unless an offset is given), 7d / 12h / 30m ago, today, yesterday, month"
+    " (the 1st of this month), now"
+)
 
 
 def parse_when(text: str, now: float) -> float:
     """A time the report understands (:data:`WHEN_FORMS`) as epoch seconds; ValueError names the forms."""
     word = text.strip().lower()
     midnight = now - now % 86400  # days are UTC days, like the report's rows
-    named = {"now": now, "today": midnight, "yesterday": midnight - 86400}
+    named = {"now": now, "today": midnight, "yesterday": midnight - 86400, "month": budgets.month_start(now)}
     if word in named:
         return named[word]
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", word)
@@ -210,7 +215,7 @@ def _row(group: str, recs: Sequence[Mapping[str, Any]], shares: Sequence[costs.S
         "usd_always_on": None,
         "savings_usd": None,
         "savings_pct": None,
-        # pool facts (scale events): filled by build for pool and day rows and the total
+        # pool facts (scale events): filled by build for pool, day and hour rows and the total
         **dict.fromkeys((column for column, _ in SCALE_COUNTS), None),
     }
 
@@ -257,21 +262,22 @@ def build(
     if since is None:
         times = [r["time"] for r in records] + [e["time"] for e in events] + [e["time"] for e in scales]
         since = min(times) if times else until
-    if by == "day":
+    if by in BUCKETS:
+        width, label_format = BUCKETS[by]
         rows = []
-        day = since - since % 86400
-        while day < until:
-            lo, hi = max(day, since), min(day + 86400, until)
-            # a request that ran across midnight is busy on both days; its row is the day it started
+        bucket = since - since % width
+        while bucket < until:
+            lo, hi = max(bucket, since), min(bucket + width, until)
+            # a request that ran across a bucket's end is busy in both; its row is the bucket it started in
             live = [r for r in records if r["time"] < hi and r["time"] + (r.get("duration_s") or 0.0) > lo]
             att = costs.attribute(live, events, prices, lo, hi)
             mine = [i for i, r in enumerate(live) if r["time"] >= lo]
             decided = scaling(scales, lo, hi)
             if mine or any(p.billed_s for p in att.pools.values()) or any(decided.values()):
-                label = dt.datetime.fromtimestamp(day, dt.UTC).strftime("%Y-%m-%d")
+                label = dt.datetime.fromtimestamp(bucket, dt.UTC).strftime(label_format)
                 row = _row(label, [live[i] for i in mine], [att.shares[i] for i in mine])
                 rows.append({**_with_pools(row, list(att.pools.values())), **decided})
-            day += 86400
+            bucket += width
     else:
         att = costs.attribute(records, events, prices, since, until)
         groups: dict[str, list[int]] = defaultdict(list)

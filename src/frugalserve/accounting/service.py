@@ -18,18 +18,20 @@ import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
-from frugalserve.accounting import store
+from frugalserve.accounting import costs, receipt, store
 from frugalserve.accounting.anomalies import AnomalyDetector
 from frugalserve.accounting.auth import Gate
 from frugalserve.accounting.jsonl import Journal
 from frugalserve.accounting.keys import ApiKey
+from frugalserve.accounting.receipt import Receipt
 from frugalserve.accounting.writer import EventWriter, UsageWriter
 from frugalserve.clock import Clock
 from frugalserve.config import Config
-from frugalserve.errors import InvalidRequest
-from frugalserve.events import EventSink, RecentEvents
+from frugalserve.errors import InvalidRequest, ServiceUnavailable
+from frugalserve.events import Event, EventSink, RecentEvents
 from frugalserve.records import RecentRecords, RequestRecord
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ RENAMED_COLUMNS = {"time": "started_wall", "ttft_s": "ttfb_s"}
 RECORD_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (c.name, RENAMED_COLUMNS.get(c.name, c.name)) for c in store.usage_records.columns if c.name not in COMPUTED_COLUMNS
 )
+ACCOUNTING_OFF = "Accounting is off (accounting.enabled: false): no cost is computed."
+NEVER_RAN = "It never reached a replica (refused, or its client left while it waited): no GPU time."
 # What a request still in flight is recorded as when the gateway is forced to exit.
 SHUTDOWN_STATUS = 499
 SHUTDOWN_CODE = "gateway_shutdown"
@@ -203,6 +207,10 @@ class Accounting:
         share = (record.concurrency + end) / 2
         return self._usd_per_s.get(pool, 0.0) * ran_s / max(1.0, share)
 
+    def record_of(self, row: Mapping[str, Any]) -> RequestRecord:
+        """A stored ``usage_records`` row as the record it was written from."""
+        return RequestRecord(**{name: row[column] for column, name in RECORD_COLUMNS}, started_mono=0.0)
+
     def row(self, record: RequestRecord, cost: float) -> dict[str, Any]:
         row: dict[str, Any] = {column: getattr(record, name) for column, name in RECORD_COLUMNS}
         row.update(gateway=self.gateway_id, cost_usd=cost, anomaly=False)
@@ -236,7 +244,7 @@ class Accounting:
     # -- admin -----------------------------------------------------------------------------------
 
     async def usage_report(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /admin/usage?since=7d&until=...&by=pool|day|key|model[&anomalies=1]``: the report as JSON
+        """``GET /admin/usage?since=7d&until=...&by=pool|day|hour|key|model[&anomalies=1]``: the report as JSON
         (behind the admin gate, api/admin.py)."""
         from frugalserve.accounting import report
 
@@ -265,3 +273,64 @@ class Accounting:
             return {"anomalies": report.anomalies(records)}
         rows = report.build(records, events, report.prices_of(self.config), since, until, by, names, scales)
         return {"since": since, "until": until, "by": by, "rows": rows}
+
+    async def newest_events(self, memory: RecentEvents, pool: str | None, limit: int) -> list[Event]:
+        """``GET /admin/events``: the last replica and scale events, newest first. From the database when
+        accounting is on (every gateway writes there, and it outlives restarts), else from ``memory``
+        (this gateway's own, since it started)."""
+        engine = self.engine
+        if self.writer is None or engine is None:
+            return memory.newest(pool, limit)
+        await self.writer.flush()
+        return await asyncio.to_thread(store.newest_events, engine, pool, limit)
+
+    # -- a client's own request ------------------------------------------------------------------
+
+    async def receipt(self, request_id: str, key_id: str | None) -> Receipt | None:
+        """``GET /v1/requests/{id}``: the finished request with this id (of API key ``key_id`` only, unless
+        None) and its cost (accounting/receipt.py); None when there is none. A request just answered is found
+        in this gateway's memory; older ones, and those of other gateways, in the database (accounting on)."""
+        record = self.recent.find(request_id, key_id)
+        engine, writer = self.engine, self.writer
+        if record is None and writer is not None and engine is not None:
+            await writer.flush()
+            try:
+                row = await asyncio.to_thread(receipt.find_row, engine, request_id, key_id)
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("GET /v1/requests/%s: the database could not be read: %s", request_id, exc)
+                raise ServiceUnavailable("The accounting database could not be read; try again.") from None
+            record = self.record_of(row) if row is not None else None
+        if record is None:
+            return None
+        if writer is None or engine is None:
+            return Receipt(record, None, ACCOUNTING_OFF)
+        pool, replica = record.pool, record.replica
+        if pool is None or replica is None:
+            return Receipt(record, costs.NO_SHARE, NEVER_RAN)
+        from frugalserve.accounting.report import prices_of
+
+        price = prices_of(self.config).get(pool)
+        if price is None:
+            return Receipt(
+                record, None, f"The pool {pool!r} is not in this gateway's configuration: its price is unknown."
+            )
+        start, end = costs.run_span(receipt.attribution_row(record))
+        await writer.flush()  # the requests beside it that this gateway finished, and its replica's events
+        try:
+            beside, events = await asyncio.to_thread(receipt.neighbours, engine, pool, replica, start, end)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("GET /v1/requests/%s: the database could not be read: %s", request_id, exc)
+            return Receipt(record, None, "The accounting database could not be read; try again.")
+        share = receipt.share(record, beside, events, price)
+        running = sum(
+            1
+            for r in self._open.values()
+            if r.pool == pool and r.replica == replica and r.started_wall + (r.cold_start_wait_s or 0.0) < end
+        )
+        note = None
+        if running:
+            note = (
+                f"{running} request(s) still running on {replica} when it ended are not counted yet: "
+                "its share can only shrink once they finish."
+            )
+        return Receipt(record, share, note)

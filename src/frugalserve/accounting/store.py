@@ -15,6 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from frugalserve.events import Event, ReplicaEvent, ScaleEvent
+
 CONNECT_TIMEOUT_S = 5
 metadata = sa.MetaData()
 
@@ -59,6 +61,7 @@ usage_records = sa.Table(
     sa.Index("ix_usage_key_time", "key_id", "time"),
     sa.Index("ix_usage_pool_time", "pool", "time"),
     sa.Index("ix_usage_model_time", "model", "time"),
+    sa.Index("ix_usage_request_id", "request_id"),  # GET /v1/requests/{id}
 )
 
 replica_events = sa.Table(
@@ -221,3 +224,19 @@ def spend_by_key(conn: Connection, since: float) -> dict[str, float]:
 def count_records(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar_one())
+
+
+def newest_events(engine: Engine, pool: str | None, limit: int) -> list[Event]:
+    """The last ``limit`` replica and scale events (of ``pool``, or of every pool), newest first."""
+    e, s = replica_events.c, scale_events.c
+    rq = sa.select(e.time, e.pool, e.replica, e.from_state, e.to_state, e.reason, e.duration_s)
+    sq = sa.select(s.time, s.pool, s.action, s.from_replicas, s.to_replicas, s.signal, s.load, s.reason)
+    if pool is not None:
+        rq, sq = rq.where(e.pool == pool), sq.where(s.pool == pool)
+    with engine.connect() as conn:
+        found: list[Event] = [
+            ReplicaEvent(*r) for r in conn.execute(rq.order_by(e.time.desc(), e.id.desc()).limit(limit))
+        ]
+        found += [ScaleEvent(*r) for r in conn.execute(sq.order_by(s.time.desc(), s.id.desc()).limit(limit))]
+    found.sort(key=lambda ev: ev.time, reverse=True)  # stable: within a table, the later row first
+    return found[:limit]

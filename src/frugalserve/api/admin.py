@@ -4,6 +4,7 @@
     POST /admin/pools/{name}/wake        start or wake it now (?wait=true: answer once it is ready)
     POST /admin/pools/{name}/sleep       drain, then sleep it (?stop=true: stop the process instead)
     GET  /admin/usage                    the cost report as JSON (see docs/accounting.md)
+    GET  /admin/events                   replica and autoscaler events, newest first (?pool=NAME&limit=N)
 
 Every route lives under one :class:`~starlette.routing.Mount` whose app is :class:`AdminGate`, so a route
 added here cannot be reached without the admin key (when auth is on): the gate runs before routing, for
@@ -12,6 +13,7 @@ unknown admin paths too.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -22,10 +24,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
-from frugalserve.errors import NotFound
+from frugalserve.errors import InvalidRequest, NotFound
+from frugalserve.events import Event, ScaleEvent
 from frugalserve.pools import Pool, PoolSet
 
 Handler = Callable[[Request], Awaitable[Response]]
+# The newest events (of one pool, or of all when None), at most ``limit``: Accounting.newest_events.
+EventSource = Callable[[str | None, int], Awaitable[list[Event]]]
+EVENTS_LIMIT = 50  # by default
+EVENTS_LIMIT_MAX = 1000
 
 
 class AdminCheck(Protocol):
@@ -59,7 +66,20 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("1", "true", "yes")
 
 
-def mount(check: AdminCheck, pools: PoolSet, usage: Handler) -> Mount:
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return EVENTS_LIMIT
+    if not (len(raw) <= 4 and raw.isascii() and raw.isdigit() and 1 <= int(raw) <= EVENTS_LIMIT_MAX):
+        raise InvalidRequest(f"limit must be an integer from 1 to {EVENTS_LIMIT_MAX}.", param="limit")
+    return int(raw)
+
+
+def event_json(event: Event) -> dict[str, object]:
+    return {"type": "scale" if isinstance(event, ScaleEvent) else "replica", **dataclasses.asdict(event)}
+
+
+def mount(check: AdminCheck, pools: PoolSet, usage: Handler, events: EventSource) -> Mount:
     def pool_named(request: Request) -> Pool:
         name = request.path_params["name"]
         pool = pools.pools.get(name)
@@ -81,12 +101,20 @@ def mount(check: AdminCheck, pools: PoolSet, usage: Handler) -> Mount:
         result = await pool.sleep("admin", stop=_flag(request, "stop"))
         return _json({**pool.describe(), "result": result})
 
+    async def list_events(request: Request) -> Response:
+        pool = request.query_params.get("pool")
+        if pool is not None and pool not in pools.pools:
+            raise NotFound(f"No pool named {pool!r}.", param="pool", code="pool_not_found")
+        found = await events(pool, _limit(request))
+        return _json({"object": "list", "data": [event_json(e) for e in found]})
+
     router = Router(
         [
             Route("/pools", list_pools, methods=["GET"]),
             Route("/pools/{name}/wake", wake, methods=["POST"]),
             Route("/pools/{name}/sleep", sleep, methods=["POST"]),
             Route("/usage", usage, methods=["GET"]),
+            Route("/events", list_events, methods=["GET"]),
         ]
     )
     return Mount("/admin", app=AdminGate(router, check), name="admin")

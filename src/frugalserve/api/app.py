@@ -34,7 +34,7 @@ from frugalserve import qwen_vocab
 from frugalserve.accounting.auth import bearer_matches
 from frugalserve.accounting.keys import ApiKey
 from frugalserve.accounting.service import Accounting
-from frugalserve.api import admin, admission
+from frugalserve.api import admin, admission, requests
 from frugalserve.api.admission import AUTO, Counted, Counting
 from frugalserve.api.boundary import REQUEST_ID_HEADER, Boundary, request_id, starlette_handler
 from frugalserve.api.call import Call, Retarget
@@ -58,7 +58,7 @@ from frugalserve.budget.prepare import Prepared
 from frugalserve.clock import Clock, SystemClock
 from frugalserve.config import Config
 from frugalserve.errors import APIError, AuthenticationFailed, NotFound, PayloadTooLarge, UpstreamError, UpstreamTimeout
-from frugalserve.events import EventSink, FanoutEvents, RecentEvents
+from frugalserve.events import Event, EventSink, FanoutEvents, RecentEvents
 from frugalserve.lifecycle.metrics import LifecycleMetrics
 from frugalserve.lifecycle.pool import build_pools, ray_cluster
 from frugalserve.lifecycle.scaler import ScaleSignals
@@ -509,6 +509,9 @@ class Gateway:
         body = await self.accounting.usage_report(request.query_params)
         return Response(orjson.dumps(body), media_type="application/json")
 
+    async def admin_events(self, pool: str | None, limit: int) -> list[Event]:
+        return await self.accounting.newest_events(self.recent_events, pool, limit)
+
 
 def _note(call: Call, note: str) -> None:
     """Say what the gateway did to the request: in x-frugalserve-notes and the record's notes."""
@@ -575,10 +578,11 @@ def create_app(config: Config, **kwargs: Any) -> Starlette:
         Route("/v1/completions", gateway.endpoint("completions", "/v1/completions"), methods=["POST"]),
         Route("/v1/models", gateway.models, methods=["GET"]),
         Route("/v1/models/{model:path}", gateway.model, methods=["GET"]),
+        Route(requests.PATH, requests.endpoint(gateway.accounting), methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", gateway.openapi, methods=["GET"]),
-        admin.mount(gateway.accounting.gate, gateway.pools, usage=gateway.admin_usage),
+        admin.mount(gateway.accounting.gate, gateway.pools, usage=gateway.admin_usage, events=gateway.admin_events),
     ]
     app = Starlette(
         routes=routes,

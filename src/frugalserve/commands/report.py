@@ -1,4 +1,4 @@
-"""``frugalserve report``: what the GPUs cost, by day, key, pool or model, from the usage records."""
+"""``frugalserve report``: what the GPUs cost, by day, hour, key, pool or model, from the usage records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 from frugalserve.commands import database_origin, load_config, open_database, shown_url
 
-WHEN_HELP = "2025-03-01, 2025-03-01T12:00 (UTC), 7d / 12h / 30m ago, today, yesterday or now"
+WHEN_HELP = "2025-03-01, 2025-03-01T12:00 (UTC), 7d / 12h / 30m ago, today, yesterday, month (the 1st) or now"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -18,9 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", metavar="WHEN", help="end, same forms (default: now)")
     p.add_argument(
         "--by",
-        choices=("day", "key", "pool", "model"),
+        choices=("day", "hour", "key", "pool", "model"),
         default="pool",
-        help="one row per UTC day, API key (by name), pool or model, then the TOTAL (default: pool)",
+        help="one row per UTC day or hour, API key (by name), pool or model, then the TOTAL (default: pool)",
     )
     p.add_argument(
         "--format",

@@ -57,6 +57,14 @@ Kind = Literal["up", "sleep", "stop", "evict", "exited", "kick"]
 UNHEALTHY_AFTER = 3  # failed health probes in a row
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A start or wake that reached ``ready``."""
+
+    s: float  # how long it took
+    at: float  # wall time it became ready
+
+
 @dataclass
 class _Command:
     kind: Kind
@@ -105,6 +113,8 @@ class Replica:
         self.refused = False  # the last start failed for want of room (PlacementRefused), not a broken backend
         self.last_cold_start_s: float | None = None
         self.recent_starts: dict[str, deque[float]] = {"start": deque(maxlen=10), "wake": deque(maxlen=10)}
+        # The last start and the last wake that reached ready: how long each took, and when (wall) it was ready.
+        self.last_started: dict[str, Started | None] = {"start": None, "wake": None}
         self._mail: deque[_Command] = deque()
         self._mail_event = asyncio.Event()
         self._drain: _Drain | None = None
@@ -202,6 +212,8 @@ class Replica:
             "in_flight": self.in_flight,
             "draining": self._drain.action if self._drain else None,
             "last_cold_start_s": self.last_cold_start_s,
+            "last_start": self._started("start"),
+            "last_wake": self._started("wake"),
             "failures": self.failures,
             "last_error": self.last_error,
             "can_sleep": self.provisioner.can_sleep,
@@ -210,6 +222,10 @@ class Replica:
             # where a cluster placed it (Ray: node, GPU ids, pids, log path); absent for a local process
             **({"placement": placement} if (placement := getattr(self.provisioner, "placement", None)) else {}),
         }
+
+    def _started(self, kind: str) -> dict[str, float] | None:
+        started = self.last_started[kind]
+        return None if started is None else {"s": started.s, "at": started.at}
 
     # -- mailbox ---------------------------------------------------------------------------------
 
@@ -388,6 +404,7 @@ class Replica:
         self._bad_probes = 0
         self.last_cold_start_s = took
         self.recent_starts[kind].append(took)
+        self.last_started[kind] = Started(took, self.clock.wall())
         level = str(lc.sleep_level) if waking else "0"
         self.metrics.cold_starts.labels(self.pool, kind, level).inc()
         self.metrics.cold_start_seconds.labels(self.pool, kind, level).observe(took)
