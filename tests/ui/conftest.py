@@ -25,7 +25,7 @@ def chromium_path() -> str | None:
     return found or None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not longer: Playwright's sync API holds an event loop that async tests need
 def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:

@@ -12,7 +12,7 @@ def facts(**kw: object) -> RequestFacts:
         model="auto",
         pool="small",
         tier="cheap",
-        route="cheapest pool that fits",
+        route="tier=cheap pool=small score=0.412 action=woke reason=cheapest_fit wanted=fast wake_usd=0.0120",
         status=200,
         prompt_tokens=1234,
         completion_tokens=56,
@@ -44,7 +44,8 @@ def test_dollars_show_cents_above_a_cent_and_three_digits_below() -> None:
 def test_an_answer_says_who_served_it_its_tokens_by_kind_its_times_and_its_cost() -> None:
     lines = view.answer_details(facts()).split("\n")
     assert lines == [
-        "<sub>Served by **small** (tier `cheap`): cheapest pool that fits · request `r1`</sub>",
+        "<sub>Served by **small** (tier `cheap`), woke, cheapest fit; wanted tier fast; waking it commits $0.0120"
+        " · request `r1`</sub>",
         "<sub>Prompt 1,234 tokens (text 90 · image 1,144 · video 0 · image tokens saved 3,000) · completion 56</sub>",
         "<sub>Time to first token 420 ms · latency 2.1 s · cold start wait 6.2 s · cost $4.52e-05</sub>",
     ]
@@ -62,15 +63,24 @@ def test_an_answer_without_a_count_by_kind_or_a_cost_says_so() -> None:
     assert lines[3] == "<sub>Gateway notes: max_tokens clamped</sub>"
 
 
+def test_a_route_line_reads_as_the_action_and_its_reason() -> None:
+    assert view.route_words("tier=- pool=demo score=0.000 action=pinned reason=pinned") == "pinned"
+    assert view.route_words("tier=s pool=a score=0.1 action=spilled reason=over_capacity top=a,b") == (
+        "spilled, over capacity"
+    )
+    assert view.route_words("a free-form line") == "a free-form line"
+    assert view.route_words(None) is None
+
+
 def test_the_wait_reads_the_keepalive_the_gateway_sends() -> None:
     w = parse_waiting(': waiting for a replica {"pool":"demo","state":"starting","eta_s":4.2,"waited_s":3.0}')
     assert w == Waiting("demo", "starting", 4.2, 3.0)
-    assert view.waiting_line(w) == "⏳ Pool **demo** is starting: about 4 s left (waited 3 s)"
+    assert view.waiting_line(w) == "Waiting for pool **demo**, which is starting. About 4 s left; waited 3 s."
     assert view.waiting_line(Waiting("demo", "sleeping", None, 0.0)) == (
-        "⏳ Pool **demo** is asleep: waking it: time left not known yet (waited 0 s)"
+        "Waiting for pool **demo**, which is asleep (waking it). Time left not known yet; waited 0 s."
     )
     assert view.waiting_line(Waiting("demo", "waking", 0.2, 1.6)) == (
-        "⏳ Pool **demo** is waking up: any moment now (waited 2 s)"
+        "Waiting for pool **demo**, which is waking up. Any moment now; waited 2 s."
     )
     assert parse_waiting(": waiting for a replica") is None  # an older gateway's bare keep-alive
 
@@ -121,18 +131,16 @@ def test_spend_comes_from_the_reports_total_row() -> None:
     assert view.spend_line("Today", []) == "**Today**: no usage yet"
 
 
-def test_cost_over_time_is_billed_and_always_on_per_hour_without_the_total() -> None:
+def test_cost_over_time_is_the_billed_dollars_of_each_of_the_last_hours() -> None:
+    now = 1_795_003_000.0  # 2026-11-18 11:56:40 UTC: the last bar is 11:00
     rows = [
-        {"group": "2026-11-21 13:00", "usd_billed": 0.2, "usd_always_on": 0.8},
-        {"group": "2026-11-21 14:00", "usd_billed": None, "usd_always_on": 0.8},
-        {"group": "TOTAL", "usd_billed": 0.2, "usd_always_on": 1.6},
+        {"group": "2026-11-18 09:00", "usd_billed": 0.2, "usd_always_on": 0.8},
+        {"group": "2026-11-18 11:00", "usd_billed": None, "usd_always_on": 0.8},
+        {"group": "2026-11-17 13:00", "usd_billed": 9.0},  # 22 h before 11:00: outside a 4-hour plot
+        {"group": "TOTAL", "usd_billed": 9.2, "usd_always_on": 1.6},
     ]
-    assert view.cost_points(rows) == [
-        ("2026-11-21 13:00", "billed", 0.2),
-        ("2026-11-21 13:00", "always-on", 0.8),
-        ("2026-11-21 14:00", "billed", 0.0),
-        ("2026-11-21 14:00", "always-on", 0.8),
-    ]
+    assert view.cost_points(rows, now, hours=4) == [("08:00", 0.0), ("09:00", 0.2), ("10:00", 0.0), ("11:00", 0.0)]
+    assert len(view.cost_points(rows, now)) == 24 and view.cost_points(rows, now)[1] == ("13:00", 9.0)
 
 
 def test_events_read_as_what_happened_and_why() -> None:

@@ -47,6 +47,8 @@ def mount(app: Starlette, config: Config) -> None:
         return
     # Gradio reads these when it is imported: no usage reports, no update checks from a gateway.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # The pages' calls to the gateway are logged by the gateway as requests; httpx need not say them again.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from frugalserve.ui.pages import mount_pages
 
     mount_pages(app, config, PATH)

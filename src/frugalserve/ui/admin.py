@@ -41,18 +41,19 @@ class AdminPage:
             events = await client.events(EVENTS_SHOWN)
         except GatewayError as exc:
             hint = " Enter the admin key above." if exc.status == 401 else ""
-            empty = pd.DataFrame(columns=["hour", "series", "usd"])
+            empty = pd.DataFrame(columns=["hour", "usd"])
             return (
-                f"❌ {exc}.{hint}",
+                f"**Error:** {exc}.{hint}",
                 "",
                 pd.DataFrame(columns=view.POOL_COLUMNS),
                 gr.update(),
                 empty,
                 pd.DataFrame(columns=view.EVENT_COLUMNS),
             )
-        spend = "\n\n".join((view.spend_line("Today (UTC)", today), view.spend_line("This month", month)))
-        points = pd.DataFrame(view.cost_points(hours), columns=["hour", "series", "usd"])
-        points["hour"] = pd.to_datetime(points["hour"], utc=True)
+        spend = "\n\n".join(
+            (view.spend_line("Today (since 00:00 UTC)", today), view.spend_line("This month (UTC)", month))
+        )
+        points = pd.DataFrame(view.cost_points(hours, now), columns=["hour", "usd"])
         names = [p["name"] for p in pools]
         return (
             f"Updated {time.strftime('%H:%M:%S')} · refreshes every {REFRESH_S:.0f} s",
@@ -69,7 +70,7 @@ class AdminPage:
         try:
             await self._client(key, request).wake(pool)
         except GatewayError as exc:
-            return f"❌ {exc}"
+            return f"**Error:** {exc}"
         return f"Waking **{pool}** (it starts or wakes in the background; the table follows it)."
 
     async def sleep(self, key: str, pool: str | None, request: gr.Request) -> str:
@@ -78,7 +79,7 @@ class AdminPage:
         try:
             result = await self._client(key, request).sleep(pool)
         except GatewayError as exc:
-            return f"❌ {exc}"
+            return f"**Error:** {exc}"
         return f"**{pool}**: {result.get('result', 'done')}."
 
 
@@ -96,11 +97,13 @@ def build(page: gr.Blocks, admin: AdminPage) -> None:
         wake = gr.Button("Wake", elem_id="fs-wake", scale=1)
         sleep = gr.Button("Sleep", elem_id="fs-sleep", scale=1)
     done = gr.Markdown(elem_id="fs-action")
-    plot = gr.LinePlot(
+    plot = gr.BarPlot(
         x="hour",
         y="usd",
-        color="series",
-        title="Cost per hour, last 24 h: billed and always-on (USD)",
+        title="Billed per hour, last 24 hours (UTC), USD",
+        x_title="hour (UTC)",
+        y_title="USD",
+        sort=None,
         elem_id="fs-cost-plot",
     )
     events = gr.Dataframe(
@@ -111,6 +114,13 @@ def build(page: gr.Blocks, admin: AdminPage) -> None:
     )
     outputs = [note, spend, pools, pool, plot, events]
     timer = gr.Timer(REFRESH_S)
-    gr.on([page.load, key.submit, key.blur, timer.tick], admin.refresh, [key], outputs, show_progress="hidden")
+    gr.on(
+        [page.load, key.submit, key.blur, timer.tick],
+        admin.refresh,
+        [key],
+        outputs,
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
     wake.click(admin.wake, [key, pool], [done]).then(admin.refresh, [key], outputs, show_progress="hidden")
     sleep.click(admin.sleep, [key, pool], [done]).then(admin.refresh, [key], outputs, show_progress="hidden")

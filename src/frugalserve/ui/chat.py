@@ -92,7 +92,7 @@ class ChatPage:
             names = await client.models()
         except GatewayError as exc:
             hint = "Enter your API key above to see the models." if exc.status == 401 else str(exc)
-            return gr.update(choices=[], value=None), f"⚠️ {hint}"
+            return gr.update(choices=[], value=None), f"**{hint}**"
         names.sort(key=lambda n: n != AUTO)  # stable: otherwise as the gateway lists them
         return gr.update(choices=names, value=names[0] if names else None), ""
 
@@ -114,7 +114,7 @@ class ChatPage:
             yield shown, gr.update(), history, gr.update()
             return
         if not model:
-            yield shown, "⚠️ Choose a model first (no models listed: is your API key right?)", history, gr.update()
+            yield shown, "Choose a model first (no models listed: is your API key right?)", history, gr.update()
             return
         turn = user_message(text, files)
         shown = [*shown, *self._shown_user(text, files), {"role": "assistant", "content": "…"}]
@@ -126,7 +126,7 @@ class ChatPage:
             async for event in client.chat(body):
                 if isinstance(event, Routed):
                     pool = event.pool
-                    status = f"Sent to pool **{pool}**" if not event.cold else f"⏳ Pool **{pool}** is not ready"
+                    status = f"Sent to pool **{pool}**" if not event.cold else f"Pool **{pool}** is not ready: waiting"
                 elif isinstance(event, Waiting):
                     status = view.waiting_line(event)
                 elif isinstance(event, Ready):
@@ -142,8 +142,8 @@ class ChatPage:
                     status = ""
                 yield shown, status, history, None
         except GatewayError as exc:
-            shown[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
-            yield shown, f"❌ {exc}", history, None
+            shown[-1] = {"role": "assistant", "content": f"**Error:** {exc}"}
+            yield shown, f"**Error:** {exc}", history, None
 
     @staticmethod
     def _shown_user(text: str, files: list[str]) -> list[Message]:
@@ -157,7 +157,7 @@ def build(blocks: gr.Blocks, page: ChatPage, banner: str | None) -> None:
     """The chat page's components and events, inside ``blocks`` (the caller's open ``gr.Blocks``)."""
     gr.Markdown("## frugalserve: chat", elem_id="fs-title")
     if banner:
-        gr.Markdown(f"⚠️ {banner}", elem_id="fs-banner", elem_classes=["fs-banner"])
+        gr.Markdown(banner, elem_id="fs-banner", elem_classes=["fs-banner"])
     with gr.Row():
         with gr.Column(scale=1, min_width=240):
             key = gr.Textbox(
@@ -188,4 +188,5 @@ def build(blocks: gr.Blocks, page: ChatPage, banner: str | None) -> None:
     inputs = [box, chatbot, history, model, key, temperature, top_p, max_tokens]
     box.submit(page.send, inputs, [chatbot, status, history, box], concurrency_limit=None)
     clear.click(lambda: ([], [], ""), None, [chatbot, history, status])
-    gr.on([blocks.load, key.submit, key.blur], page.models, [key], [model, models_note])
+    # always_last: a key typed again while the last one is being checked is checked too, not dropped
+    gr.on([blocks.load, key.submit, key.blur], page.models, [key], [model, models_note], trigger_mode="always_last")

@@ -29,6 +29,7 @@ def blocks(config: Config) -> gr.Blocks:
         gr.Navbar(main_page_name="Chat")
         chat.build(app, chat.ChatPage(url, auth), config.ui.banner)
     with app.route("Operator", "/admin") as page:
+        gr.Navbar(main_page_name="Chat")
         admin.build(page, admin.AdminPage(url, auth))
     return app
 
@@ -49,7 +50,7 @@ def mount_pages(app: Starlette, config: Config, path: str) -> None:
         # Gradio warns that a mounted multi-page app cannot render on the server; it is not asked to
         warnings.filterwarnings("ignore", message="SSR mode is not supported")
         gr.mount_gradio_app(
-            app,  # type: ignore[arg-type]  # a Starlette app: Gradio uses only what FastAPI inherits from it
+            app,  # a Starlette app: Gradio uses only what FastAPI inherits from it
             ui,
             path=path,
             footer_links=[],

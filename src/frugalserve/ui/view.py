@@ -13,13 +13,13 @@ from typing import Any
 
 from frugalserve.ui.client import RequestFacts, Waiting
 
-# What a held request's pool is doing, in words (PoolView.state).
+# What a held request's pool is doing, in words (PoolView.state). No emoji: a server's browser may lack them.
 _DOING = {
     "starting": "is starting",
     "waking": "is waking up",
-    "sleeping": "is asleep: waking it",
-    "stopped": "is stopped: starting it",
-    "failed": "failed to start: trying again",
+    "sleeping": "is asleep (waking it)",
+    "stopped": "is stopped (starting it)",
+    "failed": "failed to start (trying again)",
     "ready": "is ready",
     "external": "is ready",
 }
@@ -50,22 +50,39 @@ def waiting_line(w: Waiting) -> str:
     """A held request's wait, as it stands: the pool's state, the time left, the time waited."""
     doing = _DOING.get(w.state, f"is {w.state}")
     if w.eta_s is None:
-        left = "time left not known yet"
+        left = "Time left not known yet"
     elif w.eta_s < 0.5:
-        left = "any moment now"
+        left = "Any moment now"
     else:
-        left = f"about {w.eta_s:.0f} s left"
-    return f"⏳ Pool **{w.pool}** {doing}: {left} (waited {w.waited_s:.0f} s)"
+        left = f"About {w.eta_s:.0f} s left"
+    return f"Waiting for pool **{w.pool}**, which {doing}. {left}; waited {w.waited_s:.0f} s."
 
 
 def ready_line(pool: str | None, cold_start_s: float) -> str:
-    return f"✅ Pool **{pool or '?'}** is ready after {seconds(cold_start_s)}; answering"
+    return f"Pool **{pool or '?'}** is ready after {seconds(cold_start_s)} of waiting; answering."
+
+
+def route_words(detail: str | None) -> str | None:
+    """The router's ``x-frugalserve-route`` line (``tier=.. pool=.. action=.. reason=..``) in a few words."""
+    if not detail:
+        return None
+    fields = dict(part.split("=", 1) for part in detail.split() if "=" in part)
+    action, reason = fields.get("action"), fields.get("reason")
+    if action is None:
+        return detail
+    words = action if reason in (None, action) else f"{action}, {reason.replace('_', ' ')}"
+    if "wanted" in fields:
+        words += f"; wanted tier {fields['wanted']}"
+    if "wake_usd" in fields:
+        words += f"; waking it commits ${fields['wake_usd']}"
+    return words
 
 
 def answer_details(f: RequestFacts) -> str:
     """The lines under an answer: who served it and why, its tokens by kind, its times and its cost."""
-    tier = f" (tier `{f.tier}`)" if f.tier else ""
-    why = f": {f.route}" if f.route else ""
+    tier = f" (tier `{f.tier}`)" if f.tier and f.tier != "-" else ""
+    route = route_words(f.route)
+    why = f", {route}" if route else ""
     served = f"Served by **{f.pool or '-'}**{tier}{why} · request `{f.request_id}`"
     if f.text_tokens is not None:
         kinds = f"text {count(f.text_tokens)} · image {count(f.image_tokens)} · video {count(f.video_tokens)}"
@@ -149,14 +166,15 @@ def spend_line(label: str, rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def cost_points(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, float]]:
-    """(hour, series, dollars) for the cost-over-time plot: billed and always-on per hour (by=hour rows)."""
+def cost_points(rows: Sequence[Mapping[str, Any]], now: float, hours: int = 24) -> list[tuple[str, float]]:
+    """(hour, dollars billed) for the last ``hours`` UTC hours up to ``now``'s, from the report's by=hour rows;
+    an hour the report has no row for billed nothing (it lists every hour something was billed)."""
+    billed = {str(r["group"]): float(r.get("usd_billed") or 0.0) for r in rows if r.get("group") != "TOTAL"}
+    last = now - now % 3600
     points = []
-    for r in rows:
-        if r.get("group") == "TOTAL":
-            continue
-        points.append((str(r["group"]), "billed", float(r.get("usd_billed") or 0.0)))
-        points.append((str(r["group"]), "always-on", float(r.get("usd_always_on") or 0.0)))
+    for i in range(hours - 1, -1, -1):
+        hour = dt.datetime.fromtimestamp(last - i * 3600, dt.UTC)
+        points.append((hour.strftime("%H:00"), billed.get(hour.strftime("%Y-%m-%d %H:00"), 0.0)))
     return points
 
 
