@@ -44,6 +44,7 @@ def mount(app: Starlette, config: Config) -> None:
             return HTMLResponse(MISSING, status_code=503)
 
         app.router.routes.append(Route(PATH, missing, methods=["GET"]))
+        app.router.routes.append(Route(PATH + "/{page:path}", missing, methods=["GET"]))
         return
     # Gradio reads these when it is imported: no usage reports, no update checks from a gateway.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
