@@ -209,11 +209,47 @@ def main(run_venv: Path) -> int:
         )
         _check(gpus.returncode == 0, f"frugalserve gpus: {gpus.stdout.strip().splitlines()[:1]}")
         planner(run_venv, env, work, requests)
+        web_ui(base)
     finally:
         code = _stop(gateway, log, work / "gateway.log")
     _check(code == 0, "gateway stops cleanly on SIGTERM")
     scaled_pool(run_venv, env, work)
     return 0
+
+
+def web_ui(base: str) -> None:
+    """The installed gateway's web UI in Debian's chromium: a chat turn with its details, then the operator view."""
+    chromium = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+    if chromium is None:
+        print("skip: the web UI in a browser (Debian's chromium is not installed; .ci/run installs it)")
+        return
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(base + "/ui/")
+        expect(page.locator("#fs-banner")).to_contain_text("random weights")
+        expect(page.locator("#fs-model input")).to_have_value("qwen3-vl-demo", timeout=15_000)
+        page.fill("#fs-max-tokens input", "4")
+        page.fill("#fs-input textarea", "Hello from a browser")
+        page.press("#fs-input textarea", "Enter")
+        page.wait_for_function(
+            "() => / · cost \\$/.test(document.querySelector('#fs-chat').innerText)", timeout=120_000
+        )
+        shown = page.inner_text("#fs-chat")
+        rid = shown.split("request ", 1)[1].split()[0]
+        facts = httpx.get(f"{base}/v1/requests/{rid}", timeout=10).json()
+        _check(
+            f"Prompt {facts['usage']['prompt_tokens']:,} tokens" in shown and facts["pool"] == "demo",
+            f"/ui: a chat turn answered, its details as GET /v1/requests/{rid[:8]}... stored them",
+        )
+        page.goto(base + "/ui/admin")
+        expect(page.locator("#fs-pools")).to_contain_text("demo-0", timeout=15_000)
+        expect(page.locator("#fs-pools")).to_contain_text("ready")
+        expect(page.locator("#fs-spend")).to_contain_text("billed")
+        _check(True, "/ui/admin: the pool's replica, ready, and the day's spend")
+        browser.close()
 
 
 def planner(run_venv: Path, env: dict[str, str], work: Path, requests: int) -> None:
