@@ -51,7 +51,7 @@ lint: $(STAMP_TEST)
 
 # The README's pictures of the web UI, taken by its browser tests (Debian's chromium: apt-get install chromium).
 screenshots: $(STAMP_TEST)
-	FRUGALSERVE_SCREENSHOTS=docs/img $(PY) -m pytest -q tests/ui/test_browser.py
+	FRUGALSERVE_SCREENSHOTS=$(CURDIR)/docs/img $(PY) -m pytest -q tests/ui/test_browser.py
 
 bench: $(STAMP_TEST)
 	$(PY) benchmarks/gateway_overhead.py

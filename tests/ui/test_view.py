@@ -129,6 +129,10 @@ def test_spend_comes_from_the_reports_total_row() -> None:
         "**Today**: $1.50 billed for 1,200 requests · always-on would have cost $19.20 · saved $17.70 (92%)"
     )
     assert view.spend_line("Today", []) == "**Today**: no usage yet"
+    one = [{"group": "TOTAL", "requests": 1, "usd_billed": 0.0, "usd_always_on": 0.0, "savings_usd": 0.0}]
+    assert view.spend_line("Today", one) == (
+        "**Today**: $0 billed for 1 request · always-on would have cost $0 · saved $0"
+    )
 
 
 def test_cost_over_time_is_the_billed_dollars_of_each_of_the_last_hours() -> None:

@@ -54,13 +54,16 @@ class AdminPage:
             (view.spend_line("Today (since 00:00 UTC)", today), view.spend_line("This month (UTC)", month))
         )
         points = pd.DataFrame(view.cost_points(hours, now), columns=["hour", "usd"])
+        top = float(points["usd"].max()) if len(points) else 0.0
+        # nothing billed in 24 hours (a pool at a fixed URL has no price): no chart of zeros
+        plot = gr.update(value=points, y_lim=[0, top * 1.1], visible=True) if top > 0 else gr.update(visible=False)
         names = [p["name"] for p in pools]
         return (
             f"Updated {time.strftime('%H:%M:%S')} · refreshes every {REFRESH_S:.0f} s",
             spend,
             pd.DataFrame(view.pool_rows(pools, now), columns=view.POOL_COLUMNS),
             gr.update(choices=names),
-            points,
+            plot,
             pd.DataFrame(view.event_rows(events), columns=view.EVENT_COLUMNS),
         )
 

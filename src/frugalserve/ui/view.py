@@ -160,8 +160,9 @@ def spend_line(label: str, rows: Sequence[Mapping[str, Any]]) -> str:
         return f"**{label}**: no usage yet"
     pct = t.get("savings_pct")
     saved = usd(t.get("savings_usd")) + (f" ({pct:.0f}%)" if pct is not None else "")
+    n = t.get("requests") or 0
     return (
-        f"**{label}**: {usd(t.get('usd_billed'))} billed for {count(t.get('requests'))} requests · "
+        f"**{label}**: {usd(t.get('usd_billed'))} billed for {count(n)} request{'' if n == 1 else 's'} · "
         f"always-on would have cost {usd(t.get('usd_always_on'))} · saved {saved}"
     )
 
