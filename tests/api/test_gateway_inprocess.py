@@ -230,12 +230,6 @@ async def test_metrics_count_requests_by_pool_and_status(client: httpx.AsyncClie
     assert 'frugalserve_requests_in_flight{pool="small"} 0.0' in text
 
 
-async def test_web_ui_is_served_at_root(client: httpx.AsyncClient) -> None:
-    r = await client.get("/", follow_redirects=True)
-    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
-    assert "/v1/chat/completions" in r.text
-
-
 def _png(width: int, height: int) -> str:
     from PIL import Image
 

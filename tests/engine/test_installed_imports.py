@@ -10,7 +10,8 @@ inside ``try: ... except ImportError`` are optional by construction, so both are
 A module that serves an optional feature may also import that feature's extra, and only that module:
 :data:`OPTIONAL_EXTRAS` names each such module and its extra (``tracing.py`` imports ``opentelemetry``
 lazily, only when ``tracing.enabled``, and fails at startup naming ``pip install 'frugalserve[otel]'``; the
-Ray provisioner likewise with the ray extra).
+Ray provisioner likewise with the ray extra; the web UI's pages with the ui extra, loaded only when
+``ui.enabled``, and ``/ui`` says what to install when it is missing).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ OPTIONAL_EXTRAS = {
     # imported when a Ray pool first starts; `frugalserve up` refuses a Ray pool without it, naming the extra
     "lifecycle/provisioners/ray.py": "ray",
     "lifecycle/provisioners/ray_actor.py": "ray",  # runs on the Ray node, where Ray is
+    # the web UI: imported by ui.mount only when ui.enabled and Gradio is installed (tests/ui/test_mount.py)
+    "ui/admin.py": "ui",
+    "ui/chat.py": "ui",
+    "ui/client.py": "ui",
+    "ui/pages.py": "ui",
 }
 
 
