@@ -165,25 +165,18 @@ class GatewayClient:
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
 
-    async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+    async def _call(self, method: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         try:
             async with self._client() as http:
-                r = await http.get(path, params=params)
+                r = await http.request(method, path, params=params)
         except httpx.HTTPError as exc:
             raise GatewayError(f"the gateway did not answer: {exc}") from None
         if r.status_code >= 400:
             raise _error_of(r)
         return r.json()
 
-    async def _post(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        try:
-            async with self._client() as http:
-                r = await http.post(path, params=params)
-        except httpx.HTTPError as exc:
-            raise GatewayError(f"the gateway did not answer: {exc}") from None
-        if r.status_code >= 400:
-            raise _error_of(r)
-        return r.json()
+    async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        return await self._call("GET", path, params)
 
     # -- what a client uses -----------------------------------------------------------------------
 
@@ -244,7 +237,7 @@ class GatewayClient:
         return list((await self._get("/admin/events", {"limit": str(limit)}))["data"])
 
     async def wake(self, pool: str) -> dict[str, Any]:
-        return dict(await self._post(f"/admin/pools/{pool}/wake"))
+        return dict(await self._call("POST", f"/admin/pools/{pool}/wake"))
 
     async def sleep(self, pool: str) -> dict[str, Any]:
-        return dict(await self._post(f"/admin/pools/{pool}/sleep"))
+        return dict(await self._call("POST", f"/admin/pools/{pool}/sleep"))
