@@ -11,7 +11,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.engine]
 
 USD_PER_HOUR = 0.80
 # 320 x 256 pixels are multiples of 32 and within the processor's pixel bounds: kept as they are, so
-# (320 / 32) x (256 / 32) = 10 x 8 = 80 pad tokens, plus <|vision_start|> and <|vision_end|> (docs/tokens.md).
+# (320 / 32) x (256 / 32) = 10 x 8 = 80 pad tokens, plus <|vision_start|> and <|vision_end|> (docs/tokens.md);
+# two different such pictures are sent in one message.
 IMAGE_SIZE = (320, 256)
-IMAGE_TOKENS = 80 + 2
+IMAGE_TOKENS = 2 * (80 + 2)
 
 DETAILS = re.compile(
     r"Served by (?P<pool>[^\s:,]+).*?request (?P<rid>\S+)\s+"
@@ -93,25 +94,32 @@ def demo_gateway(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
-def picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("img") / "stripes.png"
-    img = Image.new("RGB", IMAGE_SIZE, (240, 240, 240))
-    for x in range(0, IMAGE_SIZE[0], 40):
-        img.paste((30, 90, 200), (x, 0, x + 20, IMAGE_SIZE[1]))
-    img.save(path)
-    return path
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two different pictures (the gateway would count a repeated one once)."""
+    out = []
+    for name, colour in (("blue", (30, 90, 200)), ("red", (200, 40, 30))):
+        path = tmp_path_factory.mktemp("img") / f"{name}-stripes.png"
+        img = Image.new("RGB", IMAGE_SIZE, (240, 240, 240))
+        for x in range(0, IMAGE_SIZE[0], 40):
+            img.paste(colour, (x, 0, x + 20, IMAGE_SIZE[1]))
+        img.save(path)
+        out.append(path)
+    return out
 
 
-def send(page: Any, text: str, image: Path | None = None) -> None:
-    if image is not None:
-        page.set_input_files("#fs-input input[type=file]", str(image))
-        page.locator("#fs-input img").first.wait_for(timeout=10_000)  # the upload is shown before it is sent
+def send(page: Any, text: str, images: Sequence[Path] = ()) -> None:
+    if images:
+        page.set_input_files("#fs-input input[type=file]", [str(i) for i in images])
+        # the uploads are shown before they are sent
+        page.wait_for_function(
+            "n => document.querySelectorAll('#fs-input img').length >= n", arg=len(images), timeout=10_000
+        )
     page.fill("#fs-input textarea", text)
     page.press("#fs-input textarea", "Enter")
 
 
 def test_chat_shows_the_cold_start_then_the_answer_its_tokens_and_cost_and_keeps_the_history(
-    browser: Any, demo_gateway: tuple[str, Path], picture: Path, shots: Path
+    browser: Any, demo_gateway: tuple[str, Path], pictures: list[Path], shots: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -123,7 +131,7 @@ def test_chat_shows_the_cold_start_then_the_answer_its_tokens_and_cost_and_keeps
     expect(page.locator("#fs-key")).to_have_count(0)  # auth is off: no key to ask for
     page.fill("#fs-max-tokens input", "6")
 
-    send(page, "What is in this picture?", picture)
+    send(page, "What is in these pictures?", pictures)
     # the pool is cold: the page says so, with the wait, while the engine starts
     expect(page.locator("#fs-status")).to_contain_text(
         re.compile(r"Waiting for pool demo, which is (starting|stopped)"), timeout=20_000
@@ -148,7 +156,7 @@ def test_chat_shows_the_cold_start_then_the_answer_its_tokens_and_cost_and_keeps
     second = wait_for_answers(page, 2)[1]
     page.screenshot(path=str(shots / "ui-chat.png"), full_page=True)
     assert second["cold"] is None, "the pool is warm now"
-    # the follow-up carries the first turn: its image once (not dropped, not sent twice), and more text
+    # the follow-up carries the first turn: its images once (not dropped, not sent twice), and more text
     assert int(second["image"]) == IMAGE_TOKENS
     assert int(second["text"].replace(",", "")) > int(first["text"].replace(",", "")) + 5
     assert procs.stored_record(db, second["rid"])["prompt_image_tokens"] == IMAGE_TOKENS
