@@ -43,3 +43,19 @@ async def test_without_gradio_the_ui_page_says_how_to_install_it(monkeypatch: py
             r = await client.get(path)
             assert r.status_code == 503 and "pip install 'frugalserve[ui]'" in r.text, path
         assert (await client.get("/", follow_redirects=False)).headers["location"] == "/ui/"
+
+
+def test_gradios_queue_polls_the_gateways_event_loop_no_more_than_every_20_ms() -> None:
+    """Gradio's default (every 1 ms while idle) would cost the gateway ~5% of a core with nobody on the page.
+    In a fresh interpreter: importing Gradio leaves sockets this test process would report as leaked."""
+    code = (
+        "from starlette.routing import Mount\n"
+        "from frugalserve import config as cfg\n"
+        "from frugalserve.api.app import create_app\n"
+        f"app = create_app(cfg.load_text({POOLS + 'ui: {enabled: true}' + chr(10)!r}))\n"
+        "(m,) = [r for r in app.routes if isinstance(r, Mount) and r.path == '/ui']\n"
+        "q = m.app.get_blocks()._queue\n"
+        "print(q.sleep_when_free, q.progress_update_sleep_when_free)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert [float(x) for x in out.stdout.split()] == [0.02, 0.1]
