@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from frugalserve.accounting import store
-from frugalserve.accounting.service import COMPUTED_COLUMNS, RECORD_COLUMNS, RENAMED_COLUMNS
+from frugalserve.accounting.store import COMPUTED_COLUMNS, RECORD_COLUMNS, RENAMED_COLUMNS
 from frugalserve.records import RequestRecord
 
 # Fields that are deliberately not stored, with the reason.

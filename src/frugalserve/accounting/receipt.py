@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from frugalserve.accounting import costs
-from frugalserve.accounting.store import replica_events, usage_records
+from frugalserve.accounting.store import RECORD_COLUMNS, replica_events, usage_records
 from frugalserve.records import RequestRecord
 
 # How far back a request beside this one may have started (the query needs a bound to use its index; no
@@ -50,17 +50,9 @@ class Receipt:
 
 
 def attribution_row(record: RequestRecord) -> dict[str, Any]:
-    """The record as the attribution reads a ``usage_records`` row."""
-    return {
-        "request_id": record.request_id,
-        "time": record.started_wall,
-        "pool": record.pool,
-        "replica": record.replica,
-        "duration_s": record.duration_s,
-        "cold_start_wait_s": record.cold_start_wait_s,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-    }
+    """The record as the attribution reads a ``usage_records`` row (the columns it reads, by the one
+    record-to-column contract the writer uses)."""
+    return {column: getattr(record, name) for column, name in RECORD_COLUMNS if column in _COLUMNS}
 
 
 def find_row(engine: Engine, request_id: str, key_id: str | None) -> dict[str, Any] | None:

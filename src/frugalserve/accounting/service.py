@@ -27,6 +27,7 @@ from frugalserve.accounting.auth import Gate
 from frugalserve.accounting.jsonl import Journal
 from frugalserve.accounting.keys import ApiKey
 from frugalserve.accounting.receipt import Receipt
+from frugalserve.accounting.store import RECORD_COLUMNS
 from frugalserve.accounting.writer import EventWriter, UsageWriter
 from frugalserve.clock import Clock
 from frugalserve.config import Config
@@ -39,13 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("frugalserve.accounting")
 
-# usage_records columns that accounting fills itself; every other column is the RequestRecord field of the
-# same name, except the two renamed below. tests/accounting/test_record_contract.py checks both directions.
-COMPUTED_COLUMNS = frozenset({"id", "gateway", "cost_usd", "anomaly"})
-RENAMED_COLUMNS = {"time": "started_wall", "ttft_s": "ttfb_s"}
-RECORD_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (c.name, RENAMED_COLUMNS.get(c.name, c.name)) for c in store.usage_records.columns if c.name not in COMPUTED_COLUMNS
-)
 ACCOUNTING_OFF = "Accounting is off (accounting.enabled: false): no cost is computed."
 NEVER_RAN = "It never reached a replica (refused, or its client left while it waited): no GPU time."
 # What a request still in flight is recorded as when the gateway is forced to exit.
@@ -292,18 +286,18 @@ class Accounting:
         in this gateway's memory; older ones, and those of other gateways, in the database (accounting on)."""
         record = self.recent.find(request_id, key_id)
         engine, writer = self.engine, self.writer
-        if record is None and writer is not None and engine is not None:
-            await writer.flush()
+        if writer is None or engine is None:
+            return None if record is None else Receipt(record, None, ACCOUNTING_OFF)
+        await writer.flush()  # its own row (if it left memory), the requests beside it, its replica's events
+        if record is None:
             try:
                 row = await asyncio.to_thread(receipt.find_row, engine, request_id, key_id)
             except sa.exc.SQLAlchemyError as exc:
                 log.warning("GET /v1/requests/%s: the database could not be read: %s", request_id, exc)
                 raise ServiceUnavailable("The accounting database could not be read; try again.") from None
-            record = self.record_of(row) if row is not None else None
-        if record is None:
-            return None
-        if writer is None or engine is None:
-            return Receipt(record, None, ACCOUNTING_OFF)
+            if row is None:
+                return None
+            record = self.record_of(row)
         pool, replica = record.pool, record.replica
         if pool is None or replica is None:
             return Receipt(record, costs.NO_SHARE, NEVER_RAN)
@@ -315,7 +309,6 @@ class Accounting:
                 record, None, f"The pool {pool!r} is not in this gateway's configuration: its price is unknown."
             )
         start, end = costs.run_span(receipt.attribution_row(record))
-        await writer.flush()  # the requests beside it that this gateway finished, and its replica's events
         try:
             beside, events = await asyncio.to_thread(receipt.neighbours, engine, pool, replica, start, end)
         except sa.exc.SQLAlchemyError as exc:

@@ -64,6 +64,14 @@ usage_records = sa.Table(
     sa.Index("ix_usage_request_id", "request_id"),  # GET /v1/requests/{id}
 )
 
+# usage_records columns that accounting fills itself; every other column is the RequestRecord field of the
+# same name, except the two renamed below. tests/accounting/test_record_contract.py checks both directions.
+COMPUTED_COLUMNS = frozenset({"id", "gateway", "cost_usd", "anomaly"})
+RENAMED_COLUMNS = {"time": "started_wall", "ttft_s": "ttfb_s"}
+RECORD_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (c.name, RENAMED_COLUMNS.get(c.name, c.name)) for c in usage_records.columns if c.name not in COMPUTED_COLUMNS
+)
+
 replica_events = sa.Table(
     "replica_events",
     metadata,
