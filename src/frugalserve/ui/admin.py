@@ -15,10 +15,13 @@ import gradio as gr
 import pandas as pd
 
 from frugalserve.ui import view
-from frugalserve.ui.chat import gateway_url
-from frugalserve.ui.client import GatewayClient, GatewayError
+from frugalserve.ui.chat import client_for
+from frugalserve.ui.client import GatewayError
 
-REFRESH_S = 3.0
+REFRESH_S = 3.0  # pools, replicas and events
+# Spend and the chart: reports over the month and the last day, which cost the gateway more to build than
+# the pool table does (an attribution over every record in the window), and change slowly.
+SPEND_REFRESH_S = 30.0
 EVENTS_SHOWN = 40
 
 
@@ -27,29 +30,39 @@ class AdminPage:
         self.fallback_url = fallback_url
         self.auth = auth
 
-    def _client(self, key: str, request: gr.Request) -> GatewayClient:
-        return GatewayClient(gateway_url(request, self.fallback_url), key)
-
     async def refresh(self, key: str, request: gr.Request) -> tuple[Any, ...]:
-        client = self._client(key, request)
+        """The note, the pools table, the pool menu and the events."""
+        client = client_for(request, self.fallback_url, key)
         now = time.time()
         try:
             pools = await client.pools()
-            today = await client.usage("today", "pool")
-            month = await client.usage("month", "pool")
-            hours = await client.usage("24h", "hour")
             events = await client.events(EVENTS_SHOWN)
         except GatewayError as exc:
             hint = " Enter the admin key above." if exc.status == 401 else ""
-            empty = pd.DataFrame(columns=["hour", "usd"])
             return (
                 f"**Error:** {exc}.{hint}",
-                "",
                 pd.DataFrame(columns=view.POOL_COLUMNS),
                 gr.update(),
-                empty,
                 pd.DataFrame(columns=view.EVENT_COLUMNS),
             )
+        return (
+            f"Updated {time.strftime('%H:%M:%S')} · pools and events every {REFRESH_S:.0f} s, spend every "
+            f"{SPEND_REFRESH_S:.0f} s",
+            pd.DataFrame(view.pool_rows(pools, now), columns=view.POOL_COLUMNS),
+            gr.update(choices=[p["name"] for p in pools]),
+            pd.DataFrame(view.event_rows(events), columns=view.EVENT_COLUMNS),
+        )
+
+    async def refresh_spend(self, key: str, request: gr.Request) -> tuple[Any, ...]:
+        """Spend today and this month, and dollars per hour over the last day."""
+        client = client_for(request, self.fallback_url, key)
+        now = time.time()
+        try:
+            today = await client.usage("today", "pool")
+            month = await client.usage("month", "pool")
+            hours = await client.usage("24h", "hour")
+        except GatewayError:
+            return "", gr.update(visible=False)  # the note above says why (refresh)
         spend = "\n\n".join(
             (view.spend_line("Today (since 00:00 UTC)", today), view.spend_line("This month (UTC)", month))
         )
@@ -57,21 +70,13 @@ class AdminPage:
         top = float(points["usd"].max()) if len(points) else 0.0
         # nothing billed in 24 hours (a pool at a fixed URL has no price): no chart of zeros
         plot = gr.update(value=points, y_lim=[0, top * 1.1], visible=True) if top > 0 else gr.update(visible=False)
-        names = [p["name"] for p in pools]
-        return (
-            f"Updated {time.strftime('%H:%M:%S')} · refreshes every {REFRESH_S:.0f} s",
-            spend,
-            pd.DataFrame(view.pool_rows(pools, now), columns=view.POOL_COLUMNS),
-            gr.update(choices=names),
-            plot,
-            pd.DataFrame(view.event_rows(events), columns=view.EVENT_COLUMNS),
-        )
+        return spend, plot
 
     async def wake(self, key: str, pool: str | None, request: gr.Request) -> str:
         if not pool:
             return "Choose a pool first."
         try:
-            await self._client(key, request).wake(pool)
+            await client_for(request, self.fallback_url, key).wake(pool)
         except GatewayError as exc:
             return f"**Error:** {exc}"
         return f"Waking **{pool}** (it starts or wakes in the background; the table follows it)."
@@ -80,7 +85,7 @@ class AdminPage:
         if not pool:
             return "Choose a pool first."
         try:
-            result = await self._client(key, request).sleep(pool)
+            result = await client_for(request, self.fallback_url, key).sleep(pool)
         except GatewayError as exc:
             return f"**Error:** {exc}"
         return f"**{pool}**: {result.get('result', 'done')}."
@@ -115,15 +120,10 @@ def build(page: gr.Blocks, admin: AdminPage) -> None:
         interactive=False,
         elem_id="fs-events",
     )
-    outputs = [note, spend, pools, pool, plot, events]
-    timer = gr.Timer(REFRESH_S)
-    gr.on(
-        [page.load, key.submit, key.blur, timer.tick],
-        admin.refresh,
-        [key],
-        outputs,
-        show_progress="hidden",
-        trigger_mode="always_last",
-    )
-    wake.click(admin.wake, [key, pool], [done]).then(admin.refresh, [key], outputs, show_progress="hidden")
-    sleep.click(admin.sleep, [key, pool], [done]).then(admin.refresh, [key], outputs, show_progress="hidden")
+    live = [note, pools, pool, events]
+    opened = [page.load, key.submit, key.blur]
+    quiet = {"show_progress": "hidden", "trigger_mode": "always_last"}
+    gr.on([*opened, gr.Timer(REFRESH_S).tick], admin.refresh, [key], live, **quiet)
+    gr.on([*opened, gr.Timer(SPEND_REFRESH_S).tick], admin.refresh_spend, [key], [spend, plot], **quiet)
+    wake.click(admin.wake, [key, pool], [done]).then(admin.refresh, [key], live, show_progress="hidden")
+    sleep.click(admin.sleep, [key, pool], [done]).then(admin.refresh, [key], live, show_progress="hidden")

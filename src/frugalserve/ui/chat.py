@@ -66,6 +66,11 @@ def gateway_url(request: gr.Request | None, fallback: str) -> str:
     return f"{scope.get('scheme', 'http')}://{host}:{port}"
 
 
+def client_for(request: gr.Request | None, fallback_url: str, key: str) -> GatewayClient:
+    """The gateway as this page's user reaches it: its own address, their key."""
+    return GatewayClient(gateway_url(request, fallback_url), key)
+
+
 async def facts_of(client: GatewayClient, request_id: str) -> RequestFacts | None:
     """The stored facts of a request that just ended (its record is handed over as its last byte goes out)."""
     for attempt in range(10):
@@ -87,7 +92,7 @@ class ChatPage:
 
     async def models(self, key: str, request: gr.Request) -> tuple[Any, str]:
         """The model menu, from /v1/models with the user's key: ``auto`` first when the gateway routes."""
-        client = GatewayClient(gateway_url(request, self.fallback_url), key)
+        client = client_for(request, self.fallback_url, key)
         try:
             names = await client.models()
         except GatewayError as exc:
@@ -119,7 +124,7 @@ class ChatPage:
         turn = user_message(text, files)
         shown = [*shown, *self._shown_user(text, files), {"role": "assistant", "content": "…"}]
         yield shown, "Sending…", history, None
-        client = GatewayClient(gateway_url(request, self.fallback_url), key)
+        client = client_for(request, self.fallback_url, key)
         body = request_body(model, history, turn, temperature, top_p, int(max_tokens) if max_tokens else None)
         answer, pool, status = "", None, ""
         try:
