@@ -10,11 +10,7 @@ memory (``VmRSS``) once it is up and again after one load of ``/ui/`` (when on).
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,13 +18,9 @@ from pathlib import Path
 
 import httpx
 
-SRC = Path(__file__).resolve().parent.parent / "src"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests import procs  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -39,33 +31,19 @@ def rss_mb(pid: int) -> float:
 
 
 def one(ui: bool, work: Path) -> tuple[float, float, float | None]:
-    port = free_port()
+    port = procs.free_port()
     config = work / f"ui-{ui}-{port}.yaml"
     config.write_text(
         f"gateway: {{database: 'sqlite:///{work / f'{port}.db'}', gpu_metrics_interval_s: 0}}\n"
         f"ui: {{enabled: {str(ui).lower()}}}\n"
         "pools:\n  - name: a\n    model: m\n    backend: {url: 'http://127.0.0.1:9'}\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "frugalserve", "up", "--config", str(config), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    args = [sys.executable, "-m", "frugalserve", "up", "--config", str(config), "--port", str(port)]
+    proc = procs.spawn(args, work / f"gateway-{port}.log")
     base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("the gateway exited")
-            time.sleep(0.02)
+        procs.wait_http(base + "/healthz", timeout=60, proc=proc)
         started = time.perf_counter() - t0
         time.sleep(1.0)  # start-up tasks settle
         up = rss_mb(proc.pid)
@@ -76,8 +54,7 @@ def one(ui: bool, work: Path) -> tuple[float, float, float | None]:
             after_page = rss_mb(proc.pid)
         return started, up, after_page
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        procs.stop(proc)
 
 
 def main() -> int:
