@@ -19,6 +19,7 @@ from frugalserve.lifecycle.pool import ManagedPool
 from frugalserve.lifecycle.prewarm import WEEK_S, slot_of
 from frugalserve.lifecycle.scaler import PoolScaler, ScaleSignals
 from frugalserve.pools import Lease
+from tests import procs
 from tests.lifecycle.fakes import FakeProvisioner, advance
 from tests.prom import samples, value
 
@@ -194,7 +195,9 @@ async def test_predictive_prewarm_wakes_a_replica_ahead_of_a_learnt_peak_and_it_
         lifecycle="{idle_sleep_s: 60, idle_stop_s: null, predictive_prewarm: {enabled: true, lead_s: 30}}",
         arrivals=arrivals,
     )
-    await world.advance(6.0)
+    await world.advance(0.25)  # the first tick reads the arrivals, in a thread: wait for it in real time
+    await procs.eventually(lambda: pool.scaler.profile is not None and pool.scaler.profile.weeks > 0, 10, "learnt")
+    await world.advance(5.75)
     assert pool.replica.state == "ready" and pool.replica.prewarmed == "predictive"
     prewarm = [e for e in world.events.scale_events if e.action == "prewarm"]
     assert len(prewarm) == 1 and prewarm[0].signal == "floor"
@@ -217,7 +220,9 @@ async def test_a_predictive_prewarm_that_expires_unused_is_not_repeated_in_the_s
     pool = await world.pool(
         lifecycle="{idle_sleep_s: 60, idle_stop_s: null, predictive_prewarm: {enabled: true}}", arrivals=arrivals
     )
-    await world.advance(6.0)
+    await world.advance(0.25)  # the first tick reads the arrivals, in a thread: wait for it in real time
+    await procs.eventually(lambda: pool.scaler.profile is not None and pool.scaler.profile.weeks > 0, 10, "learnt")
+    await world.advance(5.75)
     assert pool.replica.state == "ready" and pool.replica.prewarmed == "predictive"
     await world.advance(70.0)  # nobody came: the idle ladder puts it to sleep, the prewarm expired
     assert pool.replica.state == "sleeping" and pool.prewarms == {"used": 0, "expired": 1}
